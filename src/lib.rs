@@ -1,0 +1,27 @@
+//! tierflow: a self-hosted, OpenAI-compatible LLM routing gateway — a thread-per-core io_uring
+//! proxy that decides how much model each request needs and sends it to the cheapest upstream
+//! that can handle it.
+//!
+//! ```text
+//! downstream ──HTTP/1.1──▶ accept ─▶ parse ─▶ inspect ─▶ route ─▶ forward ─▶ relay ─▶ account
+//!  client                  (core N)  httparse  scan,      tiers,   pooled     SSE/JSON  counters,
+//!                                    simd-json classify   fallback rustls     back      metadata
+//! ```
+//!
+//! Glossary: *downstream* is the client side, *upstream* the provider side; a *target* is one
+//! `provider/model`; a *chain* is a primary target plus fallbacks; a *tier* (1 speed … 4
+//! reasoning) says how much model a request needs; a *worker* is one core with its own runtime,
+//! listener, pools and counters.
+//!
+//! Modules, in pipeline order: `runtime` (cores, signals) → `pipeline` (the stages) over `http`
+//! (wire format) and `providers` (dialects), configured by `config`, failing through `error`.
+
+pub mod config;
+pub mod error;
+pub mod log;
+pub mod runtime;
+pub mod http;
+pub mod pipeline;
+pub mod providers;
+pub mod api;
+pub mod cli;

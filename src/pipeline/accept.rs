@@ -1,0 +1,333 @@
+//! Accept stage: one downstream HTTP/1.1 connection from first byte to close. Reads heads and
+//! bodies under the configured limits and timeouts, answers pipelined requests in order, keeps
+//! the connection alive between requests, and dispatches each request to its endpoint.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::net::TcpStream;
+
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::head::{parse_request_head, BodyFraming, Method, RequestHead};
+use crate::http::response;
+
+use super::{handle_chat, Worker};
+
+/// The worker's open downstream connections, so shutdown can close the idle ones.
+#[derive(Default)]
+pub struct ConnRegistry {
+    next_id: Cell<u64>,
+    conns: RefCell<HashMap<u64, (RawFd, Rc<Cell<bool>>)>>,
+}
+
+impl ConnRegistry {
+    pub fn len(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn register(&self, fd: RawFd, idle: Rc<Cell<bool>>) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        self.conns.borrow_mut().insert(id, (fd, idle));
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        self.conns.borrow_mut().remove(&id);
+    }
+
+    /// Shuts the read side of connections waiting for a request, so their read ends with EOF and
+    /// they close; connections mid-request are left to finish.
+    pub fn close_idle(&self) {
+        for (fd, idle) in self.conns.borrow().values() {
+            if idle.get() {
+                // SAFETY: the fd belongs to a live TcpStream owned by a task of this thread (it is
+                // removed from the registry before the stream is dropped); shutdown(2) does not
+                // close or invalidate the descriptor.
+                unsafe {
+                    libc::shutdown(*fd, libc::SHUT_RD);
+                }
+            }
+        }
+    }
+}
+
+struct Registration<'a> {
+    registry: &'a ConnRegistry,
+    id: u64,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
+}
+
+const READ_RESERVE: usize = 16 * 1024;
+
+enum ReadErr {
+    Eof,
+    Timeout,
+    Io,
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize, ReadErr> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(READ_RESERVE);
+    }
+    let owned = std::mem::take(buf);
+    let len = owned.len();
+    let cap = owned.capacity();
+    let fut = stream.read(monoio::buf::IoBufMut::slice_mut(owned, len..cap));
+    match monoio::time::timeout(timeout, fut).await {
+        Ok((res, slice)) => {
+            *buf = slice.into_inner();
+            match res {
+                Ok(0) => Err(ReadErr::Eof),
+                Ok(n) => Ok(n),
+                Err(_) => Err(ReadErr::Io),
+            }
+        }
+        // The buffer went with the cancelled read; the connection is closed anyway.
+        Err(_) => Err(ReadErr::Timeout),
+    }
+}
+
+async fn write_simple(stream: &mut TcpStream, out: &mut Vec<u8>, status: u16, message: &str, code: &str) {
+    out.clear();
+    response::simple_error(out, status, message, code);
+    let _ = super::relay::flush(stream, out).await;
+}
+
+/// Serves one downstream connection until it closes.
+pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let cfg = worker.shared.config.load_full();
+    let limits = cfg.limits.clone();
+    drop(cfg);
+    let idle = Rc::new(Cell::new(true));
+    let _reg = Registration { registry: &worker.conns, id: worker.conns.register(stream.as_raw_fd(), idle.clone()) };
+    worker.counters.connections_open.inc();
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    if worker.conns.len() > limits.max_connections_per_worker {
+        worker.counters.connections_rejected.inc();
+        write_simple(&mut stream, &mut out, 503, "too many open connections on this core; retry", "too_many_connections").await;
+        return;
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_RESERVE);
+    let mut body: Vec<u8> = Vec::new();
+    let mut scratch: Vec<u8> = Vec::new();
+    loop {
+        // ---- wait for a request head --------------------------------------------------------
+        idle.set(buf.is_empty());
+        if worker.shared.is_shutting_down() && buf.is_empty() {
+            return;
+        }
+        let mut request_start: Option<Instant> = (!buf.is_empty()).then(Instant::now);
+        let head: RequestHead = loop {
+            if !buf.is_empty() {
+                match parse_request_head(&buf, limits.max_headers, limits.max_header_bytes) {
+                    Ok(Some(h)) => break h,
+                    Ok(None) => {}
+                    Err(e) => {
+                        let status = e.status();
+                        write_simple(&mut stream, &mut out, status, &e.to_string(), "bad_request_head").await;
+                        return;
+                    }
+                }
+            }
+            let timeout = match request_start {
+                Some(t) => match Duration::from_millis(limits.header_timeout_ms).checked_sub(t.elapsed()) {
+                    Some(d) => d,
+                    None => {
+                        write_simple(&mut stream, &mut out, 408, "request head not received in time", "request_timeout").await;
+                        return;
+                    }
+                },
+                None => Duration::from_millis(limits.idle_timeout_ms),
+            };
+            match read_more(&mut stream, &mut buf, timeout).await {
+                Ok(_) => {
+                    idle.set(false);
+                    request_start.get_or_insert_with(Instant::now);
+                }
+                Err(ReadErr::Eof) | Err(ReadErr::Io) => return,
+                Err(ReadErr::Timeout) => {
+                    if request_start.is_some() && !buf.is_empty() {
+                        let mut o = Vec::new();
+                        write_simple(&mut stream, &mut o, 408, "request head not received in time", "request_timeout").await;
+                    }
+                    return;
+                }
+            }
+        };
+        idle.set(false);
+        let started = request_start.unwrap_or_else(Instant::now);
+        worker.counters.requests.inc();
+
+        // ---- read the body --------------------------------------------------------------------
+        let head_len = head.head_len;
+        let deadline = started + Duration::from_millis(limits.header_timeout_ms.max(1)).max(Duration::from_secs(30));
+        let mut continue_sent = false;
+        let consumed: usize;
+        let body_ref: &[u8];
+        match head.framing {
+            BodyFraming::None => {
+                consumed = head_len;
+                body.clear();
+                body_ref = &[];
+            }
+            BodyFraming::Length(n) => {
+                if n > limits.max_body_bytes {
+                    worker.counters.responses_4xx.inc();
+                    let msg = format!("request body is {n} bytes; the limit is {} bytes", limits.max_body_bytes);
+                    write_simple(&mut stream, &mut out, 413, &msg, "body_too_large").await;
+                    return;
+                }
+                let total = head_len + n as usize;
+                while buf.len() < total {
+                    if head.expect_continue && !continue_sent {
+                        continue_sent = true;
+                        out.clear();
+                        out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                        if super::relay::flush(&mut stream, &mut out).await.is_err() {
+                            return;
+                        }
+                    }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if buf.capacity() < total {
+                        buf.reserve(total - buf.len());
+                    }
+                    match read_more(&mut stream, &mut buf, left.max(Duration::from_millis(1))).await {
+                        Ok(_) => {}
+                        Err(ReadErr::Timeout) => {
+                            let mut o = Vec::new();
+                            write_simple(&mut stream, &mut o, 408, "request body not received in time", "request_timeout").await;
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+                consumed = total;
+                body_ref = &buf[head_len..total];
+            }
+            BodyFraming::Chunked => {
+                let mut dec = ChunkedDecoder::new();
+                body.clear();
+                let mut pos = head_len;
+                loop {
+                    match dec.decode(&buf[pos..], &mut body) {
+                        Ok(r) => {
+                            pos += r.consumed;
+                            if r.done {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            write_simple(&mut stream, &mut out, 400, &format!("bad chunked body: {e}"), "bad_chunked_body").await;
+                            return;
+                        }
+                    }
+                    if body.len() as u64 > limits.max_body_bytes {
+                        let msg = format!("request body exceeds the limit of {} bytes", limits.max_body_bytes);
+                        write_simple(&mut stream, &mut out, 413, &msg, "body_too_large").await;
+                        return;
+                    }
+                    if head.expect_continue && !continue_sent {
+                        continue_sent = true;
+                        out.clear();
+                        out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                        if super::relay::flush(&mut stream, &mut out).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Keep the decoded prefix out of the read buffer so it does not grow without bound.
+                    buf.drain(head_len..pos);
+                    pos = head_len;
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match read_more(&mut stream, &mut buf, left.max(Duration::from_millis(1))).await {
+                        Ok(_) => {}
+                        Err(ReadErr::Timeout) => {
+                            let mut o = Vec::new();
+                            write_simple(&mut stream, &mut o, 408, "request body not received in time", "request_timeout").await;
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+                if body.len() as u64 > limits.max_body_bytes {
+                    let msg = format!("request body exceeds the limit of {} bytes", limits.max_body_bytes);
+                    write_simple(&mut stream, &mut out, 413, &msg, "body_too_large").await;
+                    return;
+                }
+                consumed = pos;
+                body_ref = &body;
+            }
+        }
+
+        // ---- dispatch -------------------------------------------------------------------------
+        let keep_alive = head.keep_alive && !worker.shared.is_shutting_down();
+        let path = &buf[head.path.clone()];
+        let query = head.query.clone().map(|q| &buf[q]);
+        let done = match (head.method, path) {
+            (Method::Post, b"/v1/chat/completions") | (Method::Post, b"/chat/completions") => {
+                handle_chat(&worker, &mut stream, &mut out, body_ref, &mut scratch, keep_alive, started).await
+            }
+            (Method::Get, b"/v1/models") | (Method::Get, b"/models") => {
+                crate::api::models(&worker, &mut stream, &mut out, keep_alive).await
+            }
+            (Method::Get, b"/health") | (Method::Head, b"/health") => {
+                crate::api::health(&worker, &mut stream, &mut out, keep_alive, query).await
+            }
+            (Method::Get, b"/config") => {
+                crate::api::config(&worker, &mut stream, &mut out, keep_alive, &head, &buf).await
+            }
+            (Method::Get, b"/stats") | (Method::Get, b"/metrics") => {
+                crate::api::stats(&worker, &mut stream, &mut out, keep_alive).await
+            }
+            (_, p) if crate::api::is_known_path(p) => {
+                let e = crate::error::GatewayError::BadRequest {
+                    message: "method not allowed on this path".into(),
+                    param: None,
+                    code: "method_not_allowed",
+                };
+                out.clear();
+                response::begin(&mut out, 405, keep_alive);
+                response::finish_with_body(&mut out, "application/json", &e.to_json());
+                let ok = super::relay::flush(&mut stream, &mut out).await.is_ok();
+                super::Done { keep_alive: keep_alive && ok, status: 405 }
+            }
+            _ => {
+                let e = crate::error::GatewayError::NotFound {
+                    message: format!("no such endpoint: {}", String::from_utf8_lossy(path).chars().take(200).collect::<String>()),
+                    param: None,
+                    code: "unknown_endpoint",
+                };
+                super::respond_error(&mut stream, &mut out, &e, keep_alive).await
+            }
+        };
+        worker.counters.count_status(done.status);
+        if !done.keep_alive {
+            let _ = stream.shutdown().await;
+            return;
+        }
+        buf.drain(..consumed.min(buf.len()));
+        if buf.capacity() > 1 << 20 && buf.len() < READ_RESERVE {
+            buf.shrink_to(READ_RESERVE);
+        }
+        if body.capacity() > 1 << 20 {
+            body = Vec::new();
+        }
+        if scratch.capacity() > 1 << 20 {
+            scratch = Vec::new();
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Forward stage: sends the request to the chain's targets in order over pooled connections until
+//! one answers with a response head the client should see. Connect errors, timeouts, 429 and 5xx
+//! before the first byte move on to the next target (up to the configured bound); a dead pooled
+//! connection is retried once on a fresh one. Nothing here has written to the client yet.
+
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::http::client::{ResponseHead, UpstreamConn, UpstreamIoError};
+use crate::http::pool::Endpoint;
+use crate::providers;
+
+use super::parse::{build_upstream_body, Member};
+use super::route::RouteDecision;
+use super::Worker;
+
+/// A target that was tried and failed, for the routing metadata and error messages.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub target: String,
+    pub error: String,
+}
+
+/// A live upstream response whose head has been read.
+pub struct Forwarded {
+    pub conn: UpstreamConn,
+    pub head: ResponseHead,
+    /// Index into `RouteDecision::targets` of the target that answered.
+    pub chosen: usize,
+    pub attempts: Vec<Attempt>,
+    pub idle_timeout_ms: u64,
+    pub pool_max_idle: usize,
+    /// When the request was handed to the upstream (for TTFB and the overhead split).
+    pub sent_at: Instant,
+    pub head_at: Instant,
+}
+
+enum Failure {
+    Timeout,
+    Connect,
+    Other,
+}
+
+/// The request parts forward needs to build each target's body.
+pub struct Outgoing<'a> {
+    pub original: &'a [u8],
+    pub members: &'a [Member],
+    pub stream: bool,
+    pub messages_override: Option<&'a [u8]>,
+}
+
+pub async fn forward(
+    worker: &Worker,
+    cfg: &Config,
+    decision: &RouteDecision,
+    req: &Outgoing<'_>,
+) -> Result<Forwarded, GatewayError> {
+    let mut attempts = Vec::new();
+    let mut failures = Vec::new();
+    let limit = if decision.fallback { 1 + cfg.max_fallbacks } else { 1 };
+    let mut body = Vec::new();
+    let mut wire = Vec::new();
+    for (idx, target) in decision.targets.iter().enumerate().take(limit) {
+        let provider = &cfg.providers[target.provider(cfg)];
+        if provider.dialect != crate::config::Dialect::OpenAi {
+            attempts.push(Attempt {
+                target: target.name(cfg),
+                error: "the anthropic upstream dialect is not available in this build".into(),
+            });
+            failures.push(Failure::Other);
+            continue;
+        }
+        body.clear();
+        build_upstream_body(req.original, req.members, target.model(cfg), req.stream, req.messages_override, &mut body);
+        wire.clear();
+        providers::write_chat_request_head(&mut wire, provider, body.len(), req.stream);
+        wire.extend_from_slice(&body);
+        let first_byte_timeout_ms = decision.timeout_ms.unwrap_or(provider.first_byte_timeout_ms);
+        let ep = Endpoint {
+            pool_key: &provider.pool_key,
+            host: &provider.host,
+            addrs: &provider.addrs,
+            port: provider.port,
+            tls: provider.tls_config.as_ref(),
+            connect_timeout_ms: provider.connect_timeout_ms,
+            max_idle: provider.pool_max_idle,
+            idle_ms: provider.pool_idle_ms,
+        };
+        let result = try_once(worker, &ep, &mut wire, first_byte_timeout_ms).await;
+        worker.counters.pool_opened.set(worker.pool.opened.get());
+        worker.counters.pool_reused.set(worker.pool.reused.get());
+        match result {
+            Ok((conn, head, sent_at)) => {
+                if head.status == 429 || head.status >= 500 {
+                    attempts.push(Attempt { target: target.name(cfg), error: format!("HTTP {}", head.status) });
+                    failures.push(Failure::Other);
+                    worker.counters.upstream_errors.inc();
+                    drop(conn); // body unread: never reuse
+                    continue;
+                }
+                if idx > 0 {
+                    worker.counters.failovers.inc();
+                }
+                return Ok(Forwarded {
+                    conn,
+                    head,
+                    chosen: idx,
+                    attempts,
+                    idle_timeout_ms: provider.idle_timeout_ms,
+                    pool_max_idle: provider.pool_max_idle,
+                    sent_at,
+                    head_at: Instant::now(),
+                });
+            }
+            Err(e) => {
+                worker.counters.upstream_errors.inc();
+                failures.push(if e.is_timeout() {
+                    Failure::Timeout
+                } else if e.is_connect() {
+                    Failure::Connect
+                } else {
+                    Failure::Other
+                });
+                attempts.push(Attempt { target: target.name(cfg), error: e.to_string() });
+            }
+        }
+    }
+    let summary = attempts.iter().map(|a| format!("{}: {}", a.target, a.error)).collect::<Vec<_>>().join("; ");
+    let message = format!("all upstreams failed ({summary})");
+    Err(if !failures.is_empty() && failures.iter().all(|f| matches!(f, Failure::Timeout)) {
+        GatewayError::UpstreamTimeout { message }
+    } else if !failures.is_empty() && failures.iter().all(|f| matches!(f, Failure::Connect)) {
+        GatewayError::UpstreamUnavailable { message }
+    } else {
+        GatewayError::UpstreamFailed { message }
+    })
+}
+
+/// One target: checkout, send, read the head. A reused connection that turns out dead is replaced
+/// by a fresh one once.
+async fn try_once(
+    worker: &Worker,
+    ep: &Endpoint<'_>,
+    wire: &mut Vec<u8>,
+    first_byte_timeout_ms: u64,
+) -> Result<(UpstreamConn, ResponseHead, Instant), UpstreamIoError> {
+    let mut conn = worker.pool.checkout(ep).await?;
+    for attempt in 0..2 {
+        let sent_at = Instant::now();
+        let buf = std::mem::take(wire);
+        let err = match conn.send(buf).await {
+            Ok(buf) => {
+                *wire = buf;
+                match conn.read_head(first_byte_timeout_ms).await {
+                    Ok(head) => return Ok((conn, head, sent_at)),
+                    Err(e) => e,
+                }
+            }
+            Err((e, buf)) => {
+                *wire = buf;
+                e
+            }
+        };
+        if attempt == 0 && conn.reused && err.is_stale_connection() {
+            conn = worker.pool.connect(ep).await?;
+            continue;
+        }
+        return Err(err);
+    }
+    Err(UpstreamIoError::ClosedBeforeResponse)
+}

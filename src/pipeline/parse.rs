@@ -1,0 +1,498 @@
+//! Parse stage: the chat request body, read in place with simd-json (strings borrow the scratch
+//! copy), validated field by field so a bad request gets 400 naming the field; plus a byte-level
+//! map of the top-level members of the ORIGINAL body so that everything the gateway does not
+//! change is forwarded as the client's own bytes.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use simd_json::prelude::*;
+use simd_json::BorrowedValue;
+
+use crate::error::GatewayError;
+
+/// One top-level member of a JSON object, as byte ranges into the original body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The key without its quotes (raw, possibly escaped).
+    pub key: Range<usize>,
+    pub value: Range<usize>,
+}
+
+impl Member {
+    pub fn key_is(&self, body: &[u8], name: &str) -> bool {
+        let raw = &body[self.key.clone()];
+        if raw.contains(&b'\\') {
+            // Escaped key (`"mo\u0064el"`): decode it the slow way; this is rare.
+            let quoted = &body[self.key.start - 1..self.key.end + 1];
+            return serde_json::from_slice::<String>(quoted).map(|k| k == name).unwrap_or(false);
+        }
+        raw == name.as_bytes()
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+        i += 1;
+    }
+    i
+}
+
+/// Index just past the string starting at `i` (which must be `"`).
+fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
+    i += 1;
+    while i < b.len() {
+        match b[i] {
+            b'"' => return Some(i + 1),
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Index just past the JSON value starting at `i`.
+fn skip_value(b: &[u8], i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => skip_string(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            while j < b.len() {
+                match b[j] {
+                    b'"' => {
+                        j = skip_string(b, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            None
+        }
+        _ => {
+            let mut j = i;
+            while j < b.len() && !matches!(b[j], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+                j += 1;
+            }
+            (j > i).then_some(j)
+        }
+    }
+}
+
+/// Maps the members of the top-level object in `body`. Only meaningful for a body that already
+/// parsed as valid JSON; returns `None` if the structure is not an object.
+pub fn top_level_members(body: &[u8]) -> Option<Vec<Member>> {
+    let mut members = Vec::with_capacity(12);
+    let mut i = skip_ws(body, 0);
+    if body.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(body, i + 1);
+    if body.get(i) == Some(&b'}') {
+        return Some(members);
+    }
+    loop {
+        if body.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = skip_string(body, i)?;
+        let key = i + 1..key_end - 1;
+        i = skip_ws(body, key_end);
+        if body.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(body, i + 1);
+        let v_end = skip_value(body, i)?;
+        members.push(Member { key, value: i..v_end });
+        i = skip_ws(body, v_end);
+        match body.get(i) {
+            Some(b',') => i = skip_ws(body, i + 1),
+            Some(b'}') => return Some(members),
+            _ => return None,
+        }
+    }
+}
+
+/// The `route` object of a request (removed before forwarding).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouteOptions {
+    pub fallback: Option<bool>,
+    pub latency_budget_ms: Option<u64>,
+    pub max_cost_usd: Option<f64>,
+    pub tier: Option<u8>,
+}
+
+/// One message's role and its text (text parts joined by `\n`), for classification and scanning.
+#[derive(Debug, Clone)]
+pub struct MessageText<'a> {
+    pub role: &'a str,
+    pub text: Cow<'a, str>,
+}
+
+/// What the gateway reads of a chat request. Borrows from the simd-json scratch buffer.
+#[derive(Debug)]
+pub struct ChatRequest<'a> {
+    pub model: Cow<'a, str>,
+    pub stream: bool,
+    /// `stream_options.include_usage` as the client sent it.
+    pub include_usage: bool,
+    pub route: RouteOptions,
+    pub has_tools: bool,
+    pub has_audio: bool,
+    pub messages: Vec<MessageText<'a>>,
+    pub max_tokens: Option<u64>,
+}
+
+const ROLES: [&str; 6] = ["system", "developer", "user", "assistant", "tool", "function"];
+
+fn invalid(param: impl Into<String>, msg: impl Into<String>) -> GatewayError {
+    GatewayError::invalid(param, msg)
+}
+
+/// Parses and validates a chat completions body in place (`scratch` is a copy the parser may
+/// overwrite). `Err` is a 400 naming the field.
+pub fn parse_chat_request(scratch: &mut [u8]) -> Result<ChatRequest<'_>, GatewayError> {
+    if scratch.is_empty() {
+        return Err(GatewayError::malformed("request body is empty; expected a JSON chat completions request"));
+    }
+    let value = simd_json::to_borrowed_value(scratch)
+        .map_err(|e| GatewayError::malformed(format!("request body is not valid JSON: {e}")))?;
+    chat_request_from_value(value)
+}
+
+fn chat_request_from_value(value: BorrowedValue<'_>) -> Result<ChatRequest<'_>, GatewayError> {
+    let BorrowedValue::Object(mut obj) = value else {
+        return Err(GatewayError::malformed("request body must be a JSON object"));
+    };
+    let model = match obj.remove("model") {
+        Some(BorrowedValue::String(s)) if !s.is_empty() => s,
+        Some(_) => return Err(invalid("model", "`model` must be a non-empty string")),
+        None => return Err(invalid("model", "`model` is required")),
+    };
+    let stream = match obj.get("stream") {
+        None | Some(BorrowedValue::Static(simd_json::StaticNode::Null)) => false,
+        Some(v) => v.as_bool().ok_or_else(|| invalid("stream", "`stream` must be a boolean"))?,
+    };
+    let include_usage = match obj.get("stream_options") {
+        None => false,
+        Some(v) if v.is_null() => false,
+        Some(v) => {
+            let o = v.as_object().ok_or_else(|| invalid("stream_options", "`stream_options` must be an object"))?;
+            match o.get("include_usage") {
+                None => false,
+                Some(u) => u
+                    .as_bool()
+                    .ok_or_else(|| invalid("stream_options.include_usage", "must be a boolean"))?,
+            }
+        }
+    };
+    let route = match obj.get("route") {
+        None => RouteOptions::default(),
+        Some(v) if v.is_null() => RouteOptions::default(),
+        Some(v) => parse_route(v)?,
+    };
+    let has_tools = match obj.get("tools") {
+        None => false,
+        Some(v) if v.is_null() => false,
+        Some(v) => !v.as_array().ok_or_else(|| invalid("tools", "`tools` must be an array"))?.is_empty(),
+    } || obj.get("functions").is_some_and(|f| f.as_array().is_some_and(|a| !a.is_empty()));
+    let max_tokens = obj
+        .get("max_completion_tokens")
+        .or_else(|| obj.get("max_tokens"))
+        .and_then(|v| v.as_u64());
+    let has_audio_modality = obj
+        .get("modalities")
+        .and_then(|m| m.as_array())
+        .is_some_and(|a| a.iter().any(|x| x.as_str() == Some("audio")));
+    let messages_value = match obj.remove("messages") {
+        Some(BorrowedValue::Array(a)) => a,
+        Some(_) => return Err(invalid("messages", "`messages` must be an array")),
+        None => return Err(invalid("messages", "`messages` is required")),
+    };
+    if messages_value.is_empty() {
+        return Err(invalid("messages", "`messages` must contain at least one message"));
+    }
+    let mut has_audio = has_audio_modality;
+    let mut has_tool_messages = false;
+    let mut messages = Vec::with_capacity(messages_value.len());
+    for (i, m) in messages_value.into_iter().enumerate() {
+        let BorrowedValue::Object(mut m) = m else {
+            return Err(invalid(format!("messages[{i}]"), "each message must be an object"));
+        };
+        let role = match m.remove("role") {
+            Some(BorrowedValue::String(Cow::Borrowed(r))) if ROLES.contains(&r) => r,
+            Some(BorrowedValue::String(r)) if ROLES.contains(&r.as_ref()) => {
+                ROLES.iter().copied().find(|x| *x == r.as_ref()).unwrap_or("user")
+            }
+            Some(BorrowedValue::String(r)) => {
+                return Err(invalid(
+                    format!("messages[{i}].role"),
+                    format!("unknown role `{}`; expected one of {}", r.chars().take(40).collect::<String>(), ROLES.join(", ")),
+                ))
+            }
+            Some(_) => return Err(invalid(format!("messages[{i}].role"), "`role` must be a string")),
+            None => return Err(invalid(format!("messages[{i}].role"), "`role` is required")),
+        };
+        if role == "tool" || role == "function" || m.get("tool_calls").is_some() {
+            has_tool_messages = true;
+        }
+        let text: Cow<'_, str> = match m.remove("content") {
+            None => Cow::Borrowed(""),
+            Some(BorrowedValue::Static(simd_json::StaticNode::Null)) => Cow::Borrowed(""),
+            Some(BorrowedValue::String(s)) => s,
+            Some(BorrowedValue::Array(parts)) => {
+                let mut joined = String::new();
+                for (j, p) in parts.iter().enumerate() {
+                    let Some(po) = p.as_object() else {
+                        return Err(invalid(format!("messages[{i}].content[{j}]"), "content parts must be objects"));
+                    };
+                    let ty = po
+                        .get("type")
+                        .and_then(|t| t.as_str())
+                        .ok_or_else(|| invalid(format!("messages[{i}].content[{j}].type"), "`type` is required"))?;
+                    match ty {
+                        "text" | "input_text" => {
+                            let t = po.get("text").and_then(|t| t.as_str()).ok_or_else(|| {
+                                invalid(format!("messages[{i}].content[{j}].text"), "`text` must be a string")
+                            })?;
+                            if !joined.is_empty() {
+                                joined.push('\n');
+                            }
+                            joined.push_str(t);
+                        }
+                        "input_audio" | "audio" => has_audio = true,
+                        _ => {}
+                    }
+                }
+                Cow::Owned(joined)
+            }
+            Some(_) => {
+                return Err(invalid(format!("messages[{i}].content"), "`content` must be a string, an array of parts, or null"))
+            }
+        };
+        messages.push(MessageText { role, text });
+    }
+    Ok(ChatRequest {
+        model,
+        stream,
+        include_usage,
+        route,
+        has_tools: has_tools || has_tool_messages,
+        has_audio,
+        messages,
+        max_tokens,
+    })
+}
+
+fn parse_route(v: &BorrowedValue<'_>) -> Result<RouteOptions, GatewayError> {
+    let o = v.as_object().ok_or_else(|| invalid("route", "`route` must be an object"))?;
+    let mut r = RouteOptions::default();
+    for (k, v) in o.iter() {
+        match k.as_ref() {
+            "fallback" => r.fallback = Some(v.as_bool().ok_or_else(|| invalid("route.fallback", "must be a boolean"))?),
+            "latency_budget_ms" => {
+                r.latency_budget_ms = Some(v.as_u64().ok_or_else(|| invalid("route.latency_budget_ms", "must be a non-negative integer"))?)
+            }
+            "max_cost_usd" => {
+                let x = v.as_f64().ok_or_else(|| invalid("route.max_cost_usd", "must be a number"))?;
+                if !(x >= 0.0) {
+                    return Err(invalid("route.max_cost_usd", "must be ≥ 0"));
+                }
+                r.max_cost_usd = Some(x);
+            }
+            "tier" => match v.as_u64() {
+                Some(t @ 1..=4) => r.tier = Some(t as u8),
+                _ => return Err(invalid("route.tier", "must be an integer from 1 to 4")),
+            },
+            other => {
+                return Err(invalid(
+                    format!("route.{}", other.chars().take(40).collect::<String>()),
+                    "unknown field; expected fallback, latency_budget_ms, max_cost_usd or tier",
+                ))
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// Usage numbers of an OpenAI response or final stream chunk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// Reads `usage` from a chat.completion body or chunk, if present and not null.
+pub fn find_usage(body: &[u8]) -> Option<Usage> {
+    let members = top_level_members(body)?;
+    let m = members.iter().find(|m| m.key_is(body, "usage"))?;
+    let v = &body[m.value.clone()];
+    if v.first() != Some(&b'{') {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct U {
+        #[serde(default)]
+        prompt_tokens: u64,
+        #[serde(default)]
+        completion_tokens: u64,
+    }
+    let u: U = serde_json::from_slice(v).ok()?;
+    Some(Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens })
+}
+
+/// Builds the body sent upstream from the client's original bytes: `model` replaced, `route`
+/// removed, `stream_options.include_usage` forced on for streams (usage is needed for accounting),
+/// and optionally `messages` replaced (prefix stripped or PII scrubbed). Every other member is
+/// copied byte for byte.
+pub fn build_upstream_body(
+    original: &[u8],
+    members: &[Member],
+    upstream_model: &str,
+    force_include_usage: bool,
+    messages_override: Option<&[u8]>,
+    out: &mut Vec<u8>,
+) {
+    out.reserve(original.len() + 64);
+    out.push(b'{');
+    let mut first = true;
+    let mut saw_stream_options = false;
+    let mut sep = |out: &mut Vec<u8>| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+    };
+    for m in members {
+        let key = &original[m.key.start - 1..m.key.end + 1];
+        if m.key_is(original, "route") {
+            continue;
+        }
+        if m.key_is(original, "model") {
+            sep(out);
+            out.extend_from_slice(b"\"model\":");
+            let mut s = String::with_capacity(upstream_model.len() + 2);
+            crate::error::push_json_str(&mut s, upstream_model);
+            out.extend_from_slice(s.as_bytes());
+            continue;
+        }
+        if let (true, Some(msgs)) = (m.key_is(original, "messages"), messages_override) {
+            sep(out);
+            out.extend_from_slice(b"\"messages\":");
+            out.extend_from_slice(msgs);
+            continue;
+        }
+        if force_include_usage && m.key_is(original, "stream_options") {
+            saw_stream_options = true;
+            sep(out);
+            out.extend_from_slice(b"\"stream_options\":");
+            let v = &original[m.value.clone()];
+            let inner = top_level_members(v);
+            match inner {
+                Some(inner) => {
+                    out.extend_from_slice(b"{\"include_usage\":true");
+                    for im in inner.iter().filter(|im| !im.key_is(v, "include_usage")) {
+                        out.push(b',');
+                        out.extend_from_slice(&v[im.key.start - 1..im.value.end]);
+                    }
+                    out.push(b'}');
+                }
+                None => out.extend_from_slice(b"{\"include_usage\":true}"),
+            }
+            continue;
+        }
+        sep(out);
+        out.extend_from_slice(key);
+        out.push(b':');
+        out.extend_from_slice(&original[m.value.clone()]);
+    }
+    if force_include_usage && !saw_stream_options {
+        sep(out);
+        out.extend_from_slice(b"\"stream_options\":{\"include_usage\":true}");
+    }
+    out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<(bool, String), GatewayError> {
+        let mut b = body.as_bytes().to_vec();
+        let r = parse_chat_request(&mut b)?;
+        Ok((r.stream, r.model.to_string()))
+    }
+
+    #[test]
+    fn valid_request_parses() {
+        let (stream, model) = parse(r#"{"model":"auto","stream":true,"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        assert!(stream);
+        assert_eq!(model, "auto");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (r#"{"messages":[]}"#, "model"),
+            (r#"{"model":"a"}"#, "messages"),
+            (r#"{"model":"a","messages":[]}"#, "messages"),
+            (r#"{"model":"a","messages":[{"role":"user","content":"x"},{"content":"y"}]}"#, "messages[1].role"),
+            (r#"{"model":"a","messages":[{"role":"wizard","content":"x"}]}"#, "messages[0].role"),
+            (r#"{"model":"a","messages":[{"role":"user","content":5}]}"#, "messages[0].content"),
+            (r#"{"model":"a","messages":[{"role":"user","content":[{"text":"x"}]}]}"#, "messages[0].content[0].type"),
+            (r#"{"model":"a","stream":"yes","messages":[{"role":"user","content":"x"}]}"#, "stream"),
+            (r#"{"model":"a","route":{"tier":9},"messages":[{"role":"user","content":"x"}]}"#, "route.tier"),
+            (r#"{"model":7,"messages":[{"role":"user","content":"x"}]}"#, "model"),
+        ];
+        for (body, param) in cases {
+            let e = parse(body).unwrap_err();
+            assert_eq!(e.param(), Some(param), "{body}");
+            assert_eq!(e.status(), 400);
+        }
+        assert!(parse("not json").unwrap_err().to_string().contains("not valid JSON"));
+        assert!(parse("[1,2]").is_err());
+        assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn members_map_original_bytes() {
+        let body = br#" { "model" : "auto", "messages":[{"role":"user","content":"a \"}\" b"}], "route":{"tier":2},"x":[1,{"y":"]"}], "n": -1.5e3 } "#;
+        let m = top_level_members(body).unwrap();
+        let keys: Vec<&[u8]> = m.iter().map(|m| &body[m.key.clone()]).collect();
+        assert_eq!(keys, vec![&b"model"[..], b"messages", b"route", b"x", b"n"]);
+        assert_eq!(&body[m[4].value.clone()], b"-1.5e3");
+        let mut out = Vec::new();
+        build_upstream_body(body, &m, "gpt-4o-mini", true, None, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["model"], "gpt-4o-mini");
+        assert!(v.get("route").is_none());
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["messages"][0]["content"], "a \"}\" b");
+        assert_eq!(v["x"][1]["y"], "]");
+    }
+
+    #[test]
+    fn stream_options_merged() {
+        let body = br#"{"model":"a","stream_options":{"include_usage":false,"other":1},"messages":[]}"#;
+        let m = top_level_members(body).unwrap();
+        let mut out = Vec::new();
+        build_upstream_body(body, &m, "b", true, None, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["stream_options"], serde_json::json!({"include_usage": true, "other": 1}));
+    }
+
+    #[test]
+    fn usage_is_found() {
+        let u = find_usage(br#"{"id":"x","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}"#);
+        assert_eq!(u, Some(Usage { prompt_tokens: 12, completion_tokens: 7 }));
+        assert_eq!(find_usage(br#"{"usage":null}"#), None);
+    }
+}

@@ -1,0 +1,287 @@
+//! The runtime: one monoio runtime per worker core, each with its own SO_REUSEPORT listener
+//! (io_uring driver with COOP_TASKRUN/SINGLE_ISSUER/DEFER_TASKRUN, the legacy epoll driver only
+//! where io_uring cannot be set up), plus the signal thread that drives graceful shutdown.
+//! Per-request policy lives in `pipeline`; this module only starts, stops and hands out state.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use monoio::net::{ListenerOpts, TcpListener};
+
+use crate::config::Config;
+use crate::pipeline::account::WorkerCounters;
+use crate::pipeline::Worker;
+
+/// Which I/O driver the workers run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    IoUring,
+    Legacy,
+}
+
+impl DriverKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverKind::IoUring => "io_uring",
+            DriverKind::Legacy => "epoll",
+        }
+    }
+}
+
+impl std::fmt::Display for DriverKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// State shared by all cores: read-mostly (the config snapshot) or written by one core only.
+pub struct Shared {
+    pub config: ArcSwap<Config>,
+    shutdown: AtomicBool,
+    pub started: Instant,
+    pub workers: usize,
+    pub driver: DriverKind,
+    pub counters: Vec<Arc<WorkerCounters>>,
+    listener_fds: Mutex<Vec<i32>>,
+}
+
+impl Shared {
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed)
+    }
+
+    /// Starts graceful shutdown: listeners stop accepting, idle connections close, in-flight
+    /// requests get the drain time.
+    pub fn begin_shutdown(&self) {
+        if self.shutdown.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Ok(fds) = self.listener_fds.lock() {
+            for &fd in fds.iter() {
+                // SAFETY: the fd is a listening socket owned by a worker that is still running (it
+                // only closes it after observing the shutdown flag); shutdown(2) wakes its pending
+                // accept with an error and does not close the descriptor.
+                unsafe {
+                    libc::shutdown(fd, libc::SHUT_RDWR);
+                }
+            }
+        }
+    }
+
+    /// Prometheus text of the counters merged across cores.
+    pub fn render_stats(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::with_capacity(2048);
+        macro_rules! sum {
+            ($f:ident) => {
+                self.counters.iter().map(|c| c.$f.get()).sum::<u64>()
+            };
+        }
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter("tierflow_requests_total", "Requests received.", sum!(requests));
+        counter("tierflow_responses_2xx_total", "Responses with a 2xx status.", sum!(responses_2xx));
+        counter("tierflow_responses_4xx_total", "Responses with a 4xx status.", sum!(responses_4xx));
+        counter("tierflow_responses_5xx_total", "Responses with a 5xx status.", sum!(responses_5xx));
+        counter("tierflow_streams_total", "Streamed responses.", sum!(streams));
+        counter("tierflow_failovers_total", "Requests answered by a fallback target.", sum!(failovers));
+        counter("tierflow_upstream_errors_total", "Upstream attempts that failed.", sum!(upstream_errors));
+        counter("tierflow_client_cancels_total", "Streams abandoned by the client.", sum!(client_cancels));
+        counter("tierflow_prompt_tokens_total", "Prompt tokens accounted.", sum!(prompt_tokens));
+        counter("tierflow_completion_tokens_total", "Completion tokens accounted.", sum!(completion_tokens));
+        counter("tierflow_connections_total", "Downstream connections accepted.", sum!(connections_open));
+        counter("tierflow_connections_rejected_total", "Connections refused over the per-core limit.", sum!(connections_rejected));
+        let cost = sum!(cost_micro_usd) as f64 / 1e6;
+        let saved = sum!(saved_micro_usd) as f64 / 1e6;
+        let _ = writeln!(s, "# HELP tierflow_cost_usd_total Estimated upstream cost.\n# TYPE tierflow_cost_usd_total counter\ntierflow_cost_usd_total {cost}");
+        let _ = writeln!(s, "# HELP tierflow_saved_vs_flagship_usd_total Saved against the flagship model.\n# TYPE tierflow_saved_vs_flagship_usd_total counter\ntierflow_saved_vs_flagship_usd_total {saved}");
+        let _ = writeln!(s, "# HELP tierflow_upstream_connections_opened_total Upstream connections opened.\n# TYPE tierflow_upstream_connections_opened_total counter\ntierflow_upstream_connections_opened_total {}", sum!(pool_opened));
+        let _ = writeln!(s, "# HELP tierflow_upstream_connections_reused_total Requests sent on a pooled connection.\n# TYPE tierflow_upstream_connections_reused_total counter\ntierflow_upstream_connections_reused_total {}", sum!(pool_reused));
+        s
+    }
+}
+
+/// Chooses the driver once at start: io_uring unless unavailable or `TIERFLOW_DRIVER=epoll`.
+fn choose_driver() -> DriverKind {
+    match std::env::var("TIERFLOW_DRIVER").as_deref() {
+        Ok("epoll") | Ok("legacy") => return DriverKind::Legacy,
+        _ => {}
+    }
+    if !monoio::utils::detect_uring() {
+        return DriverKind::Legacy;
+    }
+    match build_uring_runtime() {
+        Ok(_) => DriverKind::IoUring,
+        Err(_) => DriverKind::Legacy,
+    }
+}
+
+type UringRuntime = monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>;
+type LegacyRuntime = monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>>;
+
+fn build_uring_runtime() -> std::io::Result<UringRuntime> {
+    // Measured on this machine class (FINDINGS.md): default ring flags ~78k req/s, with these three
+    // ~124k, epoll ~111k. DEFER_TASKRUN needs Linux 6.1; fall back to plain flags if refused.
+    let mut b = io_uring::IoUring::builder();
+    b.setup_coop_taskrun().setup_single_issuer().setup_defer_taskrun();
+    match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .with_entries(1024)
+        .uring_builder(b)
+        .enable_timer()
+        .build()
+    {
+        Ok(rt) => Ok(rt),
+        Err(_) => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(1024).enable_timer().build(),
+    }
+}
+
+fn build_legacy_runtime() -> std::io::Result<LegacyRuntime> {
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build()
+}
+
+/// A running gateway: its address and the handle to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits for every worker to finish (after `begin_shutdown` and the drain).
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Binds the listeners and starts the worker cores. Returns once every core listens.
+pub fn start(config: Arc<Config>) -> anyhow::Result<Running> {
+    let workers = config.workers.max(1);
+    let driver = choose_driver();
+    let counters = (0..workers).map(|_| Arc::new(WorkerCounters::default())).collect();
+    let shared = Arc::new(Shared {
+        config: ArcSwap::new(config.clone()),
+        shutdown: AtomicBool::new(false),
+        started: Instant::now(),
+        workers,
+        driver,
+        counters,
+        listener_fds: Mutex::new(Vec::new()),
+    });
+    // Port 0: let the first listener pick, the others join it through SO_REUSEPORT.
+    let mut addr = config.listen;
+    let mut threads = Vec::with_capacity(workers);
+    for id in 0..workers {
+        let (tx, rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
+        let shared2 = shared.clone();
+        let bind_addr = addr;
+        let t = std::thread::Builder::new()
+            .name(format!("tierflow-w{id}"))
+            .spawn(move || {
+                let fut = worker_main(id, shared2, bind_addr, tx.clone());
+                let res = match driver {
+                    DriverKind::IoUring => build_uring_runtime().map(|mut rt| rt.block_on(fut)),
+                    DriverKind::Legacy => build_legacy_runtime().map(|mut rt| rt.block_on(fut)),
+                };
+                if let Err(e) = res {
+                    let _ = tx.send(Err(format!("runtime: {e}")));
+                }
+            })?;
+        threads.push(t);
+        match rx.recv() {
+            Ok(Ok(a)) => addr = a,
+            Ok(Err(e)) => {
+                shared.begin_shutdown();
+                anyhow::bail!("worker {id} could not start: {e}");
+            }
+            Err(_) => anyhow::bail!("worker {id} exited during start"),
+        }
+    }
+    crate::log::info(
+        "listening",
+        &[
+            ("addr", &addr.to_string()),
+            ("workers", &workers.to_string()),
+            ("driver", driver.as_str()),
+            ("config", &config.source),
+        ],
+    );
+    Ok(Running { addr, shared, threads })
+}
+
+async fn worker_main(
+    id: usize,
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
+) {
+    let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
+    let listener = match TcpListener::bind_with_config(addr, &opts) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("bind {addr}: {e}")));
+            return;
+        }
+    };
+    let local = listener.local_addr().unwrap_or(addr);
+    if let Ok(mut fds) = shared.listener_fds.lock() {
+        fds.push(listener.as_raw_fd());
+    }
+    let _ = ready.send(Ok(local));
+    drop(ready);
+    let worker = std::rc::Rc::new(Worker::new(id, shared.clone()));
+    while !shared.is_shutting_down() {
+        match listener.accept().await {
+            Ok((stream, _peer)) => {
+                if shared.is_shutting_down() {
+                    drop(stream);
+                    break;
+                }
+                monoio::spawn(crate::pipeline::accept::serve_connection(worker.clone(), stream));
+            }
+            Err(e) => {
+                if shared.is_shutting_down() {
+                    break;
+                }
+                // EMFILE and friends: back off briefly instead of spinning.
+                crate::log::warn("accept failed", &[("error", &e.to_string())]);
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+    // Drain: idle keep-alive connections close now, busy ones when their request ends.
+    let drain_ms = shared.config.load().limits.drain_ms;
+    let deadline = Instant::now() + Duration::from_millis(drain_ms);
+    loop {
+        worker.conns.close_idle();
+        if worker.conns.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Installs SIGTERM/SIGINT (graceful shutdown) and SIGHUP (reload) handling on a dedicated thread.
+pub fn spawn_signal_thread(shared: Arc<Shared>, on_reload: impl Fn() + Send + 'static) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    std::thread::Builder::new().name("tierflow-signals".into()).spawn(move || {
+        for sig in signals.forever() {
+            match sig {
+                SIGHUP => on_reload(),
+                _ => {
+                    crate::log::info("shutdown requested", &[("signal", if sig == SIGTERM { "SIGTERM" } else { "SIGINT" })]);
+                    shared.begin_shutdown();
+                }
+            }
+        }
+    })?;
+    Ok(())
+}
