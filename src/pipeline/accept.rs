@@ -101,10 +101,29 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, timeout: Duration)
     }
 }
 
+/// Writes a final error and closes gracefully: the write side is shut first and unread request
+/// bytes are drained for a moment, so the client reads the error instead of a connection reset.
 async fn write_simple(stream: &mut TcpStream, out: &mut Vec<u8>, status: u16, message: &str, code: &str) {
     out.clear();
     response::simple_error(out, status, message, code);
-    let _ = super::relay::flush(stream, out).await;
+    if super::relay::flush(stream, out).await.is_err() {
+        return;
+    }
+    let _ = stream.shutdown().await;
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let mut drained = 0usize;
+    let mut sink: Vec<u8> = Vec::with_capacity(16 * 1024);
+    while drained < 8 << 20 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        sink.clear();
+        match read_more(stream, &mut sink, left).await {
+            Ok(n) => drained += n,
+            Err(_) => break,
+        }
+    }
 }
 
 /// Serves one downstream connection until it closes.
@@ -154,6 +173,7 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                 },
                 None => Duration::from_millis(limits.idle_timeout_ms),
             };
+            let had_bytes = !buf.is_empty();
             match read_more(&mut stream, &mut buf, timeout).await {
                 Ok(_) => {
                     idle.set(false);
@@ -161,7 +181,7 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                 }
                 Err(ReadErr::Eof) | Err(ReadErr::Io) => return,
                 Err(ReadErr::Timeout) => {
-                    if request_start.is_some() && !buf.is_empty() {
+                    if had_bytes {
                         let mut o = Vec::new();
                         write_simple(&mut stream, &mut o, 408, "request head not received in time", "request_timeout").await;
                     }
