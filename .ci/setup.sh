@@ -5,7 +5,7 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 need_apt=()
-for pkg in pkg-config libhyperscan-dev redis-server python3-pip; do
+for pkg in pkg-config libhyperscan-dev redis-server python3-pip systemd; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -119,6 +119,7 @@ fn serve(config: Config, config_path: Option<PathBuf>, overrides: Overrides) -> 
     let shared = running.shared.clone();
     let reload_shared = running.shared.clone();
     let reload = move || {
+        crate::runtime::notify::reloading();
         match load_config(config_path.as_deref(), &overrides) {
             Ok(c) => {
                 reload_shared.config.store(Arc::new(c));
@@ -126,11 +127,15 @@ fn serve(config: Config, config_path: Option<PathBuf>, overrides: Overrides) -> 
             }
             Err(e) => crate::log::error("reload refused; the running configuration keeps serving", &[("error", &e)]),
         }
+        crate::runtime::notify::notify("READY=1");
     };
     if let Err(e) = crate::runtime::spawn_signal_thread(shared, reload) {
         crate::log::error("cannot install signal handlers", &[("error", &e.to_string())]);
         return 1;
     }
+    let watchdog_shared = running.shared.clone();
+    crate::runtime::notify::spawn_watchdog(move || !watchdog_shared.is_shutting_down());
+    crate::runtime::notify::notify(&format!("READY=1\nMAINPID={}\nSTATUS=serving on {}", std::process::id(), running.addr));
     running.join();
     crate::log::info("stopped", &[]);
     0

@@ -3,6 +3,7 @@
 //! pipelining, keep-alive reuse, shutdown drain, and the official OpenAI Python SDK.
 
 mod support;
+mod service;
 
 use std::io::{BufReader, Read, Write};
 use std::sync::atomic::Ordering;

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod notify;
+
 use arc_swap::ArcSwap;
 use monoio::net::{ListenerOpts, TcpListener};
 
@@ -60,6 +62,7 @@ impl Shared {
         if self.shutdown.swap(true, Ordering::SeqCst) {
             return;
         }
+        notify::notify("STOPPING=1");
         if let Ok(fds) = self.listener_fds.lock() {
             for &fd in fds.iter() {
                 // SAFETY: the fd is a listening socket owned by a worker that is still running (it
