@@ -733,3 +733,44 @@ fn python_sdks_against_the_other_dialect() {
     let (_m2, gw2) = setup();
     run_py("anthropic_sdk_check.py", &gw2.url());
 }
+
+#[test]
+fn anthropic_prefixes_and_errors_in_both_dialects() {
+    let (m, gw) = anth_setup(true);
+    // A forcing prefix is stripped from the translated request and from a passed-through one.
+    let r = chat(gw.addr, &json!({"model": "auto", "messages": user("/code hello")}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["tierflow"]["category"], "coding");
+    let r = messages(gw.addr, &json!({"model": "auto", "max_tokens": 16, "messages": [{"role": "user", "content": "/code hello"}]}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let bodies = m.state.bodies.lock().unwrap().clone();
+    for b in &bodies {
+        let sent: serde_json::Value = serde_json::from_slice(b).unwrap();
+        assert_eq!(sent["messages"][0]["content"], "hello", "{sent}");
+    }
+    // Anthropic client, Anthropic upstream: errors pass through, a broken stream ends with `error`.
+    let r = messages(gw.addr, &json!({"model": "anth/a-e400", "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["message"], "max_tokens: Field required");
+    let r = messages(gw.addr, &json!({"model": "anth/a-reset", "stream": true, "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let evs = sse_events(&r.body);
+    assert_eq!(evs.first().map(|e| e.0.as_str()), Some("message_start"));
+    assert_eq!(evs.last().map(|e| e.0.as_str()), Some("error"), "{evs:?}");
+    assert_eq!(evs.last().unwrap().1["type"], "error");
+    // Anthropic client, OpenAI upstream: the OpenAI error becomes Anthropic's shape, status kept.
+    let r = messages(gw.addr, &json!({"model": "mock/e400", "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["type"], "error");
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    assert_eq!(r.json()["error"]["message"], "Invalid value for 'temperature'.");
+    let r = messages(gw.addr, &json!({"model": "mock/reset", "stream": true, "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let evs = sse_events(&r.body);
+    assert_eq!(evs.last().map(|e| e.0.as_str()), Some("error"), "{evs:?}");
+    // A failover chain that ends on an Anthropic upstream serves an Anthropic client too.
+    let r = messages(gw.addr, &json!({"model": "flow/anth-failover", "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("X-TierFlow-Fallbacks"), Some("2"));
+    assert_eq!(r.json()["content"][0]["text"], mock::ANTHROPIC_TEXT);
+}

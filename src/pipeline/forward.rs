@@ -103,16 +103,17 @@ pub async fn forward(
                 if parsed.is_none() {
                     parsed = Some(chat_value(req));
                 }
-                let translated = match parsed.as_ref() {
-                    Some(Ok(v)) => chat_to_messages_request(v, target.model(cfg), &RequestOptions::default()),
-                    Some(Err(e)) => Err(TranslateError::Invalid { field: "$".into(), reason: leak_reason(e) }),
-                    None => Err(TranslateError::Invalid { field: "$".into(), reason: "request body unavailable" }),
+                let translated = match &parsed {
+                    Some(Ok(v)) => chat_to_messages_request(v, target.model(cfg), &RequestOptions::default())
+                        .map_err(|e| (e.to_string(), e.field().map(str::to_string))),
+                    Some(Err(e)) => Err((e.to_string(), None)),
+                    None => Err(("request body unavailable".to_string(), None)),
                 };
                 match translated {
                     Ok(b) => body = b,
-                    Err(e) => {
-                        attempts.push(Attempt { target: target.name(cfg), error: e.to_string() });
-                        failures.push(Failure::Translate { param: e.field().map(str::to_string) });
+                    Err((error, param)) => {
+                        attempts.push(Attempt { target: target.name(cfg), error });
+                        failures.push(Failure::Translate { param });
                         continue;
                     }
                 }
@@ -188,12 +189,6 @@ pub async fn forward(
     })
 }
 
-/// A fixed reason for a body that stopped parsing between the pipeline's parse and now (cannot
-/// happen for a body `parse` accepted; kept as an error rather than a panic).
-fn leak_reason(_e: &TranslateError) -> &'static str {
-    "request body is not valid JSON"
-}
-
 /// One target: checkout, send, read the head. A reused connection that turns out dead is replaced
 /// by a fresh one once.
 async fn try_once(
@@ -226,4 +221,25 @@ async fn try_once(
         return Err(err);
     }
     Err(UpstreamIoError::ClosedBeforeResponse)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_value_applies_the_messages_override() {
+        let original = br#"{"model":"auto","messages":[{"role":"user","content":"/code hi"}],"route":{"tier":2}}"#;
+        let msgs = br#"[{"role":"user","content":"hi"}]"#;
+        let req = Outgoing { original, members: &[], stream: false, messages_override: Some(msgs), anthropic_original: None };
+        let v = chat_value(&req).unwrap();
+        assert_eq!(v["messages"][0]["content"], "hi");
+        let body = chat_to_messages_request(&v, "claude-x", &RequestOptions::default()).unwrap();
+        let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(sent["model"], "claude-x");
+        assert_eq!(sent["messages"][0]["content"], "hi");
+        assert!(sent.get("route").is_none(), "{sent}");
+        let bad = Outgoing { original: b"{", members: &[], stream: false, messages_override: None, anthropic_original: None };
+        assert!(chat_value(&bad).is_err());
+    }
 }

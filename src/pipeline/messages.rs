@@ -51,3 +51,19 @@ pub async fn handle_count_tokens(worker: &Worker, stream: &mut TcpStream, out: &
         Err(e) => respond_error_as(stream, out, &translate_error(&e), keep_alive, true).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn translation_errors_are_400_naming_the_field() {
+        let e = anthropic::messages_request_to_chat(br#"{"model":"auto","messages":[]}"#).unwrap_err();
+        let g = translate_error(&e);
+        assert_eq!(g.status(), 400);
+        assert_eq!(g.param(), Some("max_tokens"));
+        let body: serde_json::Value =
+            serde_json::from_slice(&anthropic::error_body_anthropic(g.status(), &g.to_string())).unwrap();
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+    }
+}

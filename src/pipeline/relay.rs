@@ -144,6 +144,7 @@ fn write_meta_headers(out: &mut Vec<u8>, meta: &RouteMeta, overhead_us: u64) {
 }
 
 /// Relays a non-streaming response (or any non-SSE response, errors included).
+#[allow(clippy::too_many_arguments)]
 pub async fn relay_json(
     worker: &Worker,
     stream: &mut TcpStream,
@@ -570,4 +571,43 @@ fn count_content_chars(data: &[u8]) -> u64 {
 /// per token for the relayed content, the request's estimate for the prompt.
 fn estimate_usage(meta: &RouteMeta, completion_chars: u64) -> Usage {
     Usage { prompt_tokens: meta.prompt_tokens_estimate, completion_tokens: completion_chars.div_ceil(4) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anthropic_usage_counts_cache_as_prompt() {
+        let body = br#"{"id":"msg_1","usage":{"input_tokens":10,"cache_creation_input_tokens":5,"cache_read_input_tokens":null,"output_tokens":7}}"#;
+        assert_eq!(anthropic_body_usage(body), Some(Usage { prompt_tokens: 15, completion_tokens: 7 }));
+        assert_eq!(anthropic_body_usage(br#"{"id":"msg_1"}"#), None);
+        assert_eq!(anthropic_body_usage(b"not json"), None);
+    }
+
+    #[test]
+    fn openai_error_message_or_status() {
+        assert_eq!(openai_error_message(400, br#"{"error":{"message":"bad temp","type":"x"}}"#), "bad temp");
+        assert_eq!(openai_error_message(502, b"<html>"), "upstream returned HTTP 502");
+        assert_eq!(openai_error_message(500, br#"{"error":{"message":""}}"#), "upstream returned HTTP 500");
+    }
+
+    #[test]
+    fn anthropic_error_event_is_one_complete_event() {
+        let mut out = Vec::new();
+        anthropic_error_event(&mut out, "upstream x failed mid-stream: reset");
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("event: error\ndata: ") && text.ends_with("\n\n"), "{text}");
+        let data: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap().strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(data["type"], "error");
+        assert_eq!(data["error"]["type"], "api_error");
+    }
+
+    #[test]
+    fn dialect_sides() {
+        assert!(!Dialects::OpenAi.client_is_anthropic());
+        assert!(!Dialects::AnthropicUpstream { model: "m" }.client_is_anthropic());
+        assert!(Dialects::AnthropicClient { model: "m", input_tokens_hint: 0 }.client_is_anthropic());
+        assert!(Dialects::Anthropic.client_is_anthropic());
+    }
 }
