@@ -774,3 +774,26 @@ fn anthropic_prefixes_and_errors_in_both_dialects() {
     assert_eq!(r.header("X-TierFlow-Fallbacks"), Some("2"));
     assert_eq!(r.json()["content"][0]["text"], mock::ANTHROPIC_TEXT);
 }
+
+#[test]
+fn anthropic_upstream_thinking_and_max_tokens() {
+    let (_m, gw) = anth_setup(false);
+    let r = chat(gw.addr, &json!({"model": "anth/a-thinking", "messages": user("27*453?"), "reasoning_effort": "low"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert!(v["choices"][0]["message"]["reasoning_content"].as_str().is_some_and(|t| t.contains("12231")), "{v}");
+    assert!(v["choices"][0]["message"]["content"].as_str().is_some_and(|t| t.contains("12,231")), "{v}");
+    let r = chat(gw.addr, &json!({"model": "anth/a-thinking", "stream": true, "messages": user("27*453?")}));
+    let data = sse_data(&r.body);
+    let reasoning: String = data[..data.len() - 1]
+        .iter()
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str().map(str::to_string))
+        .collect();
+    assert!(reasoning.contains("12231"), "{data:?}");
+    for stream in [false, true] {
+        let r = chat(gw.addr, &json!({"model": "anth/a-maxtokens", "stream": stream, "messages": user("long story")}));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().contains("\"finish_reason\":\"length\""), "{}", r.text());
+    }
+}
