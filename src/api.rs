@@ -11,7 +11,13 @@ use crate::pipeline::{relay::flush, respond_error, Done, Worker};
 pub fn is_known_path(p: &[u8]) -> bool {
     matches!(
         p,
-        b"/v1/chat/completions" | b"/chat/completions" | b"/v1/models" | b"/models" | b"/health" | b"/config" | b"/stats" | b"/metrics"
+        b"/v1/chat/completions"
+            | b"/chat/completions"
+            | b"/v1/messages"
+            | b"/messages"
+            | b"/v1/messages/count_tokens"
+            | b"/messages/count_tokens"
+            | b"/v1/models" | b"/models" | b"/health" | b"/config" | b"/stats" | b"/metrics"
     )
 }
 

@@ -466,3 +466,335 @@ print("SDK_OK")
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("SDK_OK"), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+// ---- Anthropic Messages dialect ---------------------------------------------------------------
+
+/// `mock_config` plus an Anthropic-dialect provider `anth` on the same mock; with `tiers_anth` the
+/// tiers route to `anth/a-text`.
+fn anth_config(mock_addr: std::net::SocketAddr, tiers_anth: bool) -> serde_json::Value {
+    let mut cfg = mock_config(mock_addr, json!({}));
+    cfg["providers"]["anth"] = json!({"baseUrl": format!("http://{mock_addr}/v1"), "api": "anthropic",
+        "auth": {"type": "env", "key": "TF_TEST_KEY"}, "models": ["a-text"],
+        "first_byte_timeout_ms": 1500, "idle_timeout_ms": 1500, "connect_timeout_ms": 500});
+    cfg["prices"]["anth/a-text"] = json!({"input": 3.0, "output": 15.0});
+    cfg["routes"]["flow/anth-failover"] = json!({"primary": "anth/a-e500", "fallback": ["anth/a-e429", "anth/a-text"]});
+    if tiers_anth {
+        for t in ["1", "2", "3", "4"] {
+            cfg["tiers"][t] = json!({"primary": "anth/a-text"});
+        }
+    }
+    cfg
+}
+
+fn anth_setup(tiers_anth: bool) -> (mock::Mock, Gateway) {
+    let m = mock::start(None);
+    let gw = Gateway::spawn_with(&anth_config(m.addr, tiers_anth), &[], &[("TF_TEST_KEY", "sk-test-123")]);
+    (m, gw)
+}
+
+fn messages(addr: std::net::SocketAddr, body: &serde_json::Value) -> Response {
+    send_raw(addr, &post_json_raw("/v1/messages", &body.to_string(), "")).expect("response")
+}
+
+/// (event name, data) pairs of an Anthropic SSE body.
+fn sse_events(body: &[u8]) -> Vec<(String, serde_json::Value)> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter(|ev| !ev.trim().is_empty())
+        .map(|ev| {
+            let name = ev.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or("").to_string();
+            let data = ev.lines().find_map(|l| l.strip_prefix("data: ")).expect("data line");
+            (name, serde_json::from_str(data).unwrap_or_else(|e| panic!("bad data ({e}): {data}")))
+        })
+        .collect()
+}
+
+#[test]
+fn anthropic_upstream_json_is_translated_with_metadata() {
+    let (m, gw) = anth_setup(false);
+    let r = chat(gw.addr, &json!({"model": "anth/a-text", "messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}], "temperature": 0.2}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["content"], mock::ANTHROPIC_TEXT);
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["usage"]["prompt_tokens"], 12);
+    assert_eq!(v["usage"]["completion_tokens"], 5);
+    assert_eq!(v["tierflow"]["routed_model"], "anth/a-text");
+    let cost = v["tierflow"]["estimated_cost_usd"].as_f64().expect("cost");
+    assert!((cost - (12.0 * 3.0 + 5.0 * 15.0) / 1e6).abs() < 1e-12, "{cost}");
+    assert_eq!(r.header("X-TierFlow-Model"), Some("anth/a-text"));
+    // What the Anthropic upstream got: /v1/messages, its auth headers, a Messages body.
+    let head = m.state.heads.lock().unwrap()[0].clone();
+    assert!(head.starts_with("POST /v1/messages HTTP/1.1"), "{head}");
+    assert!(head.contains("x-api-key: sk-test-123"), "{head}");
+    assert!(head.contains("anthropic-version: 2023-06-01"), "{head}");
+    assert!(!head.contains("Authorization"), "{head}");
+    let sent: serde_json::Value = serde_json::from_slice(&m.state.bodies.lock().unwrap()[0]).unwrap();
+    assert_eq!(sent["model"], "a-text");
+    assert_eq!(sent["system"], "Be brief.");
+    assert_eq!(sent["messages"], json!([{"role": "user", "content": "hello"}]));
+    assert!(sent["max_tokens"].as_u64().unwrap() > 0);
+
+    // Tool use, 4xx passthrough in OpenAI's shape, failover over 500 and 429.
+    let r = chat(gw.addr, &json!({"model": "anth/a-tool", "messages": user("weather in Paris?")}));
+    let v = r.json();
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    let call = &v["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert!(serde_json::from_str::<serde_json::Value>(call["function"]["arguments"].as_str().unwrap()).unwrap().is_object());
+    let r = chat(gw.addr, &json!({"model": "anth/a-e400", "messages": user("x")}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    assert_eq!(r.json()["error"]["message"], "max_tokens: Field required");
+    let r = chat(gw.addr, &json!({"model": "flow/anth-failover", "messages": user("x")}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["tierflow"]["fallbacks"], json!(["anth/a-e500", "anth/a-e429"]));
+    // A request Anthropic cannot express is the client's 400, naming the field.
+    let r = chat(gw.addr, &json!({"model": "anth/a-text", "messages": user("x"), "n": 2}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["param"], "n");
+}
+
+#[test]
+fn anthropic_upstream_stream_is_translated() {
+    let (_m, gw) = anth_setup(false);
+    let r = chat(gw.addr, &json!({"model": "anth/a-text", "stream": true, "stream_options": {"include_usage": true},
+        "messages": user("hello")}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("X-TierFlow-Model"), Some("anth/a-text"));
+    let data = sse_data(&r.body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    let chunks: Vec<serde_json::Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(text, mock::ANTHROPIC_TEXT);
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+    assert!(chunks.iter().any(|c| c["choices"][0]["finish_reason"] == "stop"));
+    let last = chunks.last().unwrap();
+    assert_eq!(last["usage"]["prompt_tokens"], 12);
+    assert_eq!(last["usage"]["completion_tokens"], 5);
+    assert_eq!(last["tierflow"]["routed_model"], "anth/a-text");
+    assert!(last["tierflow"]["estimated_cost_usd"].as_f64().unwrap() > 0.0);
+    // Without include_usage: no usage chunk, the metadata still rides in the last chunk.
+    let r = chat(gw.addr, &json!({"model": "anth/a-text", "stream": true, "messages": user("hello")}));
+    let data = sse_data(&r.body);
+    let last: serde_json::Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert!(last.get("usage").is_none(), "{last}");
+    assert_eq!(last["tierflow"]["routed_model"], "anth/a-text");
+}
+
+#[test]
+fn anthropic_upstream_parallel_tools_stream_has_complete_arguments() {
+    let (_m, gw) = anth_setup(false);
+    let r = chat(gw.addr, &json!({"model": "anth/a-parallel", "stream": true, "messages": user("weather and time?")}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let data = sse_data(&r.body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let mut calls: std::collections::BTreeMap<u64, (String, String, String)> = Default::default();
+    let mut finish = None;
+    for d in &data[..data.len() - 1] {
+        let c: serde_json::Value = serde_json::from_str(d).unwrap();
+        if let Some(f) = c["choices"][0]["finish_reason"].as_str() {
+            finish = Some(f.to_string());
+        }
+        for tc in c["choices"][0]["delta"]["tool_calls"].as_array().into_iter().flatten() {
+            let slot = calls.entry(tc["index"].as_u64().unwrap()).or_default();
+            if let Some(id) = tc["id"].as_str() {
+                assert!(slot.0.is_empty(), "second id for a tool call");
+                slot.0 = id.to_string();
+            }
+            slot.1 += tc["function"]["name"].as_str().unwrap_or("");
+            slot.2 += tc["function"]["arguments"].as_str().unwrap_or("");
+        }
+    }
+    assert_eq!(finish.as_deref(), Some("tool_calls"));
+    assert_eq!(calls.keys().copied().collect::<Vec<_>>(), vec![0, 1, 2]);
+    let names: Vec<&str> = calls.values().map(|c| c.1.as_str()).collect();
+    assert_eq!(names, ["get_weather", "get_time", "list_alarms"]);
+    for (id, _, args) in calls.values() {
+        assert!(id.starts_with("toolu_"), "{id}");
+        assert!(serde_json::from_str::<serde_json::Value>(args).unwrap().is_object(), "{args}");
+    }
+}
+
+#[test]
+fn anthropic_upstream_mid_stream_failures_end_with_an_error_event() {
+    let (_m, gw) = anth_setup(false);
+    for model in ["anth/a-error", "anth/a-reset"] {
+        let r = chat(gw.addr, &json!({"model": model, "stream": true, "messages": user("hello")}));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let data = sse_data(&r.body);
+        assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{model}: {data:?}");
+        let err: serde_json::Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+        assert!(err["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{model}: {err}");
+        assert_eq!(data.iter().filter(|d| d.contains("\"error\"")).count(), 1, "{model}: {data:?}");
+        if model == "anth/a-error" {
+            assert_eq!(err["error"]["type"], "overloaded_error");
+            assert!(data.iter().any(|d| d.contains("\"content\"")), "content before the error: {data:?}");
+        }
+    }
+    // The gateway still serves after both.
+    assert_eq!(chat(gw.addr, &json!({"model": "anth/a-text", "messages": user("x")})).status, 200);
+}
+
+#[test]
+fn anthropic_client_to_openai_upstream_json_and_stream() {
+    let (m, gw) = setup();
+    let req = json!({"model": "auto", "max_tokens": 64, "system": "Be brief.", "messages": [{"role": "user", "content": "hello"}]});
+    let r = messages(gw.addr, &req);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["role"], "assistant");
+    assert_eq!(v["content"], json!([{"type": "text", "text": "Hello from the mock."}]));
+    assert_eq!(v["stop_reason"], "end_turn");
+    assert_eq!(v["usage"]["output_tokens"], 5);
+    assert!(v["id"].as_str().unwrap().starts_with("msg_"));
+    assert_eq!(r.header("X-TierFlow-Model"), Some("mock/ok"));
+    let sent: serde_json::Value = serde_json::from_slice(&m.state.bodies.lock().unwrap()[0]).unwrap();
+    assert_eq!(sent["model"], "ok");
+    assert_eq!(sent["messages"][0], json!({"role": "system", "content": "Be brief."}));
+    assert_eq!(sent["max_tokens"], 64);
+    assert!(m.state.heads.lock().unwrap()[0].starts_with("POST /v1/chat/completions"));
+
+    let mut req = req.clone();
+    req["stream"] = json!(true);
+    let r = messages(gw.addr, &req);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("content-type").unwrap().starts_with("text/event-stream"));
+    let evs = sse_events(&r.body);
+    let names: Vec<&str> = evs.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
+    assert_eq!(names.last(), Some(&"message_stop"), "{names:?}");
+    let text: String = evs.iter().filter_map(|e| e.1["delta"]["text"].as_str()).collect();
+    assert_eq!(text, "Hello from the mock.");
+    let delta = evs.iter().find(|e| e.0 == "message_delta").expect("message_delta");
+    assert_eq!(delta.1["delta"]["stop_reason"], "end_turn");
+    assert_eq!(delta.1["usage"]["output_tokens"], 5);
+
+    // Errors in Anthropic's shape; count_tokens answered locally.
+    let r = messages(gw.addr, &json!({"model": "auto", "messages": [{"role": "user", "content": "x"}]}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["type"], "error");
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    let r = messages(gw.addr, &json!({"model": "nope", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}));
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "not_found_error");
+    let r = send_raw(gw.addr, &post_json_raw("/v1/messages/count_tokens",
+        &json!({"model": "auto", "messages": [{"role": "user", "content": "hello there, how are you?"}]}).to_string(), "")).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["input_tokens"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn anthropic_client_to_anthropic_upstream_passes_through() {
+    let (m, gw) = anth_setup(true);
+    let req = json!({"model": "auto", "max_tokens": 64, "top_k": 5, "messages": [{"role": "user", "content": [{"type": "text", "text": "hello"}]}]});
+    let r = messages(gw.addr, &req);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("X-TierFlow-Model"), Some("anth/a-text"));
+    let expected = tierflow::providers::anthropic::mock::mock_message_json(
+        tierflow::providers::anthropic::mock::Scenario::Text(mock::ANTHROPIC_TEXT));
+    assert_eq!(without_tierflow(&r.body), expected);
+    assert!(r.json()["tierflow"]["estimated_cost_usd"].as_f64().unwrap() > 0.0);
+    // The client's own body, model replaced (top_k survives: no translation happened).
+    let mut sent: serde_json::Value = serde_json::from_slice(&m.state.bodies.lock().unwrap()[0]).unwrap();
+    assert_eq!(sent["model"], "a-text");
+    sent["model"] = json!("auto");
+    assert_eq!(sent, req);
+
+    let mut req = req.clone();
+    req["stream"] = json!(true);
+    let r = messages(gw.addr, &req);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = sse_events(&r.body);
+    let want: Vec<_> = tierflow::providers::anthropic::mock::mock_message_sse(
+        tierflow::providers::anthropic::mock::Scenario::Text(mock::ANTHROPIC_TEXT))
+    .iter()
+    .flat_map(|b| sse_events(b))
+    .collect();
+    assert_eq!(got, want);
+}
+
+fn run_py(script: &str, url: &str) {
+    let path = format!("{}/tests/py/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("python3").arg(&path).arg(url).output().expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{script}: stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), 3, "{stdout}");
+}
+
+#[test]
+fn python_sdks_against_the_other_dialect() {
+    // OpenAI SDK → gateway → Anthropic upstream.
+    let (_m, gw) = anth_setup(true);
+    run_py("openai_sdk_check.py", &gw.url());
+    // Anthropic SDK → gateway → OpenAI upstream.
+    let (_m2, gw2) = setup();
+    run_py("anthropic_sdk_check.py", &gw2.url());
+}
+
+#[test]
+fn anthropic_prefixes_and_errors_in_both_dialects() {
+    let (m, gw) = anth_setup(true);
+    // A forcing prefix is stripped from the translated request and from a passed-through one.
+    let r = chat(gw.addr, &json!({"model": "auto", "messages": user("/code hello")}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["tierflow"]["category"], "coding");
+    let r = messages(gw.addr, &json!({"model": "auto", "max_tokens": 16, "messages": [{"role": "user", "content": "/code hello"}]}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let bodies = m.state.bodies.lock().unwrap().clone();
+    for b in &bodies {
+        let sent: serde_json::Value = serde_json::from_slice(b).unwrap();
+        assert_eq!(sent["messages"][0]["content"], "hello", "{sent}");
+    }
+    // Anthropic client, Anthropic upstream: errors pass through, a broken stream ends with `error`.
+    let r = messages(gw.addr, &json!({"model": "anth/a-e400", "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["message"], "max_tokens: Field required");
+    let r = messages(gw.addr, &json!({"model": "anth/a-reset", "stream": true, "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let evs = sse_events(&r.body);
+    assert_eq!(evs.first().map(|e| e.0.as_str()), Some("message_start"));
+    assert_eq!(evs.last().map(|e| e.0.as_str()), Some("error"), "{evs:?}");
+    assert_eq!(evs.last().unwrap().1["type"], "error");
+    // Anthropic client, OpenAI upstream: the OpenAI error becomes Anthropic's shape, status kept.
+    let r = messages(gw.addr, &json!({"model": "mock/e400", "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["type"], "error");
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    assert_eq!(r.json()["error"]["message"], "Invalid value for 'temperature'.");
+    let r = messages(gw.addr, &json!({"model": "mock/reset", "stream": true, "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let evs = sse_events(&r.body);
+    assert_eq!(evs.last().map(|e| e.0.as_str()), Some("error"), "{evs:?}");
+    // A failover chain that ends on an Anthropic upstream serves an Anthropic client too.
+    let r = messages(gw.addr, &json!({"model": "flow/anth-failover", "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("X-TierFlow-Fallbacks"), Some("2"));
+    assert_eq!(r.json()["content"][0]["text"], mock::ANTHROPIC_TEXT);
+}
+
+#[test]
+fn anthropic_upstream_thinking_and_max_tokens() {
+    let (_m, gw) = anth_setup(false);
+    let r = chat(gw.addr, &json!({"model": "anth/a-thinking", "messages": user("27*453?"), "reasoning_effort": "low"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert!(v["choices"][0]["message"]["reasoning_content"].as_str().is_some_and(|t| t.contains("12231")), "{v}");
+    assert!(v["choices"][0]["message"]["content"].as_str().is_some_and(|t| t.contains("12,231")), "{v}");
+    let r = chat(gw.addr, &json!({"model": "anth/a-thinking", "stream": true, "messages": user("27*453?")}));
+    let data = sse_data(&r.body);
+    let reasoning: String = data[..data.len() - 1]
+        .iter()
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str().map(str::to_string))
+        .collect();
+    assert!(reasoning.contains("12231"), "{data:?}");
+    for stream in [false, true] {
+        let r = chat(gw.addr, &json!({"model": "anth/a-maxtokens", "stream": stream, "messages": user("long story")}));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().contains("\"finish_reason\":\"length\""), "{}", r.text());
+    }
+}

@@ -301,6 +301,13 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
             (Method::Post, b"/v1/chat/completions") | (Method::Post, b"/chat/completions") => {
                 handle_chat(&worker, &mut stream, &mut out, body_ref, &mut scratch, keep_alive, started).await
             }
+            (Method::Post, b"/v1/messages") | (Method::Post, b"/messages") => {
+                super::messages::handle_messages(&worker, &mut stream, &mut out, body_ref, &mut scratch, keep_alive, started)
+                    .await
+            }
+            (Method::Post, b"/v1/messages/count_tokens") | (Method::Post, b"/messages/count_tokens") => {
+                super::messages::handle_count_tokens(&worker, &mut stream, &mut out, body_ref, keep_alive).await
+            }
             (Method::Get, b"/v1/models") | (Method::Get, b"/models") => {
                 crate::api::models(&worker, &mut stream, &mut out, keep_alive).await
             }

@@ -2,14 +2,19 @@
 //! one answers with a response head the client should see. Connect errors, timeouts, 429 and 5xx
 //! before the first byte move on to the next target (up to the configured bound); a dead pooled
 //! connection is retried once on a fresh one. Nothing here has written to the client yet.
+//!
+//! Each target gets the body of its own dialect: OpenAI upstreams the client's OpenAI body (or the
+//! translation of an inbound Anthropic body), Anthropic upstreams a Messages body — translated from
+//! the OpenAI body, or the Anthropic client's own bytes with `model` replaced.
 
 use std::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, Dialect};
 use crate::error::GatewayError;
 use crate::http::client::{ResponseHead, UpstreamConn, UpstreamIoError};
 use crate::http::pool::Endpoint;
 use crate::providers;
+use crate::providers::anthropic::{chat_to_messages_request, RequestOptions, TranslateError};
 
 use super::parse::{build_upstream_body, Member};
 use super::route::RouteDecision;
@@ -40,6 +45,8 @@ enum Failure {
     Timeout,
     Connect,
     Other,
+    /// The request has no equivalent in the target's dialect (a 400 if no target could take it).
+    Translate { param: Option<String> },
 }
 
 /// The request parts forward needs to build each target's body.
@@ -48,6 +55,26 @@ pub struct Outgoing<'a> {
     pub members: &'a [Member],
     pub stream: bool,
     pub messages_override: Option<&'a [u8]>,
+    /// Set when the client spoke Anthropic Messages (`original` is then its translation).
+    pub anthropic_original: Option<AnthropicOriginal<'a>>,
+}
+
+/// An inbound Anthropic Messages body, sent to Anthropic upstreams as is (`model` replaced).
+pub struct AnthropicOriginal<'a> {
+    pub body: &'a [u8],
+    pub members: &'a [Member],
+    pub messages_override: Option<&'a [u8]>,
+}
+
+/// The OpenAI body as a `Value` for the Anthropic request translation, `messages` overridden.
+fn chat_value(req: &Outgoing<'_>) -> Result<serde_json::Value, TranslateError> {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(req.original).map_err(|source| TranslateError::InvalidJson { source })?;
+    if let (Some(msgs), Some(obj)) = (req.messages_override, v.as_object_mut()) {
+        let m = serde_json::from_slice(msgs).map_err(|source| TranslateError::InvalidJson { source })?;
+        obj.insert("messages".into(), m);
+    }
+    Ok(v)
 }
 
 pub async fn forward(
@@ -61,18 +88,37 @@ pub async fn forward(
     let limit = if decision.fallback { 1 + cfg.max_fallbacks } else { 1 };
     let mut body = Vec::new();
     let mut wire = Vec::new();
+    let mut parsed: Option<Result<serde_json::Value, TranslateError>> = None;
     for (idx, target) in decision.targets.iter().enumerate().take(limit) {
         let provider = &cfg.providers[target.provider(cfg)];
-        if provider.dialect != crate::config::Dialect::OpenAi {
-            attempts.push(Attempt {
-                target: target.name(cfg),
-                error: "the anthropic upstream dialect is not available in this build".into(),
-            });
-            failures.push(Failure::Other);
-            continue;
-        }
         body.clear();
-        build_upstream_body(req.original, req.members, target.model(cfg), req.stream, req.messages_override, &mut body);
+        match (provider.dialect, &req.anthropic_original) {
+            (Dialect::OpenAi, _) => {
+                build_upstream_body(req.original, req.members, target.model(cfg), req.stream, req.messages_override, &mut body)
+            }
+            (Dialect::Anthropic, Some(a)) => {
+                build_upstream_body(a.body, a.members, target.model(cfg), false, a.messages_override, &mut body)
+            }
+            (Dialect::Anthropic, None) => {
+                if parsed.is_none() {
+                    parsed = Some(chat_value(req));
+                }
+                let translated = match &parsed {
+                    Some(Ok(v)) => chat_to_messages_request(v, target.model(cfg), &RequestOptions::default())
+                        .map_err(|e| (e.to_string(), e.field().map(str::to_string))),
+                    Some(Err(e)) => Err((e.to_string(), None)),
+                    None => Err(("request body unavailable".to_string(), None)),
+                };
+                match translated {
+                    Ok(b) => body = b,
+                    Err((error, param)) => {
+                        attempts.push(Attempt { target: target.name(cfg), error });
+                        failures.push(Failure::Translate { param });
+                        continue;
+                    }
+                }
+            }
+        }
         wire.clear();
         providers::write_chat_request_head(&mut wire, provider, body.len(), req.stream);
         wire.extend_from_slice(&body);
@@ -128,6 +174,12 @@ pub async fn forward(
     }
     let summary = attempts.iter().map(|a| format!("{}: {}", a.target, a.error)).collect::<Vec<_>>().join("; ");
     let message = format!("all upstreams failed ({summary})");
+    if let Some(Failure::Translate { param }) = failures.first() {
+        if failures.iter().all(|f| matches!(f, Failure::Translate { .. })) {
+            let message = attempts.first().map(|a| a.error.clone()).unwrap_or_default();
+            return Err(GatewayError::BadRequest { message, param: param.clone(), code: "invalid_request" });
+        }
+    }
     Err(if !failures.is_empty() && failures.iter().all(|f| matches!(f, Failure::Timeout)) {
         GatewayError::UpstreamTimeout { message }
     } else if !failures.is_empty() && failures.iter().all(|f| matches!(f, Failure::Connect)) {
@@ -169,4 +221,25 @@ async fn try_once(
         return Err(err);
     }
     Err(UpstreamIoError::ClosedBeforeResponse)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_value_applies_the_messages_override() {
+        let original = br#"{"model":"auto","messages":[{"role":"user","content":"/code hi"}],"route":{"tier":2}}"#;
+        let msgs = br#"[{"role":"user","content":"hi"}]"#;
+        let req = Outgoing { original, members: &[], stream: false, messages_override: Some(msgs), anthropic_original: None };
+        let v = chat_value(&req).unwrap();
+        assert_eq!(v["messages"][0]["content"], "hi");
+        let body = chat_to_messages_request(&v, "claude-x", &RequestOptions::default()).unwrap();
+        let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(sent["model"], "claude-x");
+        assert_eq!(sent["messages"][0]["content"], "hi");
+        assert!(sent.get("route").is_none(), "{sent}");
+        let bad = Outgoing { original: b"{", members: &[], stream: false, messages_override: None, anthropic_original: None };
+        assert!(chat_value(&bad).is_err());
+    }
 }

@@ -2,6 +2,9 @@
 //! bytes plus the `tierflow` object; SSE streams go out event by event as they arrive, with the
 //! routing metadata in a last chunk before `[DONE]`. Once the client has bytes, an upstream
 //! failure becomes a final SSE error event, then `[DONE]`.
+//!
+//! When client and upstream speak different dialects (OpenAI chat completions vs Anthropic
+//! Messages) the answer is translated on the way: whole bodies at once, streams event by event.
 
 use std::time::Instant;
 
@@ -15,6 +18,9 @@ use crate::http::{response, sse};
 use super::account::RouteMeta;
 use super::forward::Forwarded;
 use super::parse::{find_usage, top_level_members, Usage};
+use crate::providers::anthropic::{
+    self as anthropic, ChatToMessagesStream, ChunkMeta, MessagesToChatStream,
+};
 use super::Worker;
 
 /// How a relayed exchange ended, for accounting.
@@ -35,6 +41,84 @@ pub struct Relayed {
     pub status: u16,
     /// Keep the downstream connection open afterwards.
     pub keep_alive: bool,
+}
+
+/// Which dialects meet in one exchange. `model` is the upstream model name the translated answer
+/// carries.
+#[derive(Debug, Clone, Copy)]
+pub enum Dialects<'a> {
+    /// OpenAI client, OpenAI upstream: bytes pass through.
+    OpenAi,
+    /// OpenAI client, Anthropic upstream: answers become chat completions.
+    AnthropicUpstream { model: &'a str },
+    /// Anthropic client, OpenAI upstream: answers become Messages.
+    AnthropicClient { model: &'a str, input_tokens_hint: u32 },
+    /// Anthropic on both sides: bytes pass through.
+    Anthropic,
+}
+
+impl Dialects<'_> {
+    pub fn client_is_anthropic(&self) -> bool {
+        matches!(self, Dialects::AnthropicClient { .. } | Dialects::Anthropic)
+    }
+}
+
+fn from_anthropic_usage(u: anthropic::Usage) -> Usage {
+    Usage { prompt_tokens: u64::from(u.prompt_tokens), completion_tokens: u64::from(u.completion_tokens) }
+}
+
+/// `usage` of an Anthropic Messages response body (cached prompt tokens counted as prompt).
+fn anthropic_body_usage(body: &[u8]) -> Option<Usage> {
+    #[derive(serde::Deserialize)]
+    struct U {
+        #[serde(default)]
+        input_tokens: Option<u64>,
+        #[serde(default)]
+        output_tokens: Option<u64>,
+        #[serde(default)]
+        cache_creation_input_tokens: Option<u64>,
+        #[serde(default)]
+        cache_read_input_tokens: Option<u64>,
+    }
+    #[derive(serde::Deserialize)]
+    struct M {
+        #[serde(default)]
+        usage: Option<U>,
+    }
+    let u = serde_json::from_slice::<M>(body).ok()?.usage?;
+    Some(Usage {
+        prompt_tokens: u.input_tokens.unwrap_or(0)
+            + u.cache_creation_input_tokens.unwrap_or(0)
+            + u.cache_read_input_tokens.unwrap_or(0),
+        completion_tokens: u.output_tokens.unwrap_or(0),
+    })
+}
+
+/// `error.message` of an OpenAI error body, or a message naming the status.
+fn openai_error_message(status: u16, body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct E {
+        message: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct B {
+        error: E,
+    }
+    match serde_json::from_slice::<B>(body) {
+        Ok(b) if !b.error.message.is_empty() => b.error.message,
+        _ => format!("upstream returned HTTP {status}"),
+    }
+}
+
+/// An Anthropic `error` SSE event.
+fn anthropic_error_event(out: &mut Vec<u8>, message: &str) {
+    out.extend_from_slice(b"event: error\ndata: ");
+    out.extend_from_slice(&anthropic::error_body_anthropic(502, message));
+    out.extend_from_slice(b"\n\n");
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Writes `out` to the client and clears it.
@@ -60,6 +144,7 @@ fn write_meta_headers(out: &mut Vec<u8>, meta: &RouteMeta, overhead_us: u64) {
 }
 
 /// Relays a non-streaming response (or any non-SSE response, errors included).
+#[allow(clippy::too_many_arguments)]
 pub async fn relay_json(
     worker: &Worker,
     stream: &mut TcpStream,
@@ -68,7 +153,9 @@ pub async fn relay_json(
     meta: &mut RouteMeta,
     keep_alive: bool,
     pre_upstream_us: u64,
+    dialects: Dialects<'_>,
 ) -> Relayed {
+    let anthropic_client = dialects.client_is_anthropic();
     let mut body = Vec::with_capacity(match fwd.head.framing {
         crate::http::client::ResponseFraming::Length(n) => (n as usize).min(1 << 20) + 256,
         _ => 4096,
@@ -79,13 +166,13 @@ pub async fn relay_json(
             Ok(true) => break,
             Ok(false) => {
                 if body.len() > 64 << 20 {
-                    return fail_before_bytes(stream, out, meta, "upstream response larger than 64 MiB", keep_alive).await;
+                    return fail_before_bytes(stream, out, meta, "upstream response larger than 64 MiB", keep_alive, anthropic_client).await;
                 }
             }
             Err(e) => {
                 worker.counters.upstream_errors.inc();
                 let msg = format!("upstream {} failed mid-response: {e}", meta.routed_model);
-                return fail_before_bytes(stream, out, meta, &msg, keep_alive).await;
+                return fail_before_bytes(stream, out, meta, &msg, keep_alive, anthropic_client).await;
             }
         }
     }
@@ -94,9 +181,53 @@ pub async fn relay_json(
         worker.pool.checkin(fwd.conn, fwd.pool_max_idle);
     }
     let status = fwd.head.status;
-    let usage = if status == 200 { find_usage(&body) } else { None };
+    let mut is_json = fwd.head.content_type.as_deref().is_some_and(|c| c.contains("json"));
+    let mut translated = true;
+    let usage = match dialects {
+        Dialects::OpenAi => {
+            translated = false;
+            if status == 200 { find_usage(&body) } else { None }
+        }
+        Dialects::Anthropic => {
+            translated = false;
+            if status == 200 { anthropic_body_usage(&body) } else { None }
+        }
+        Dialects::AnthropicUpstream { model } => {
+            if status == 200 {
+                match anthropic::messages_response_to_chat(&body, model) {
+                    Ok(b) => body = b,
+                    Err(e) => {
+                        let msg = format!("upstream {} sent an unreadable Messages response: {e}", meta.routed_model);
+                        return fail_before_bytes(stream, out, meta, &msg, keep_alive, anthropic_client).await;
+                    }
+                }
+                find_usage(&body)
+            } else {
+                body = anthropic::anthropic_error_to_chat(status, &body);
+                None
+            }
+        }
+        Dialects::AnthropicClient { model, .. } => {
+            if status == 200 {
+                let usage = find_usage(&body);
+                match anthropic::chat_response_to_messages(&body, model) {
+                    Ok(b) => body = b,
+                    Err(e) => {
+                        let msg = format!("upstream {} sent an unreadable chat completion: {e}", meta.routed_model);
+                        return fail_before_bytes(stream, out, meta, &msg, keep_alive, anthropic_client).await;
+                    }
+                }
+                usage
+            } else {
+                body = anthropic::error_body_anthropic(status, &openai_error_message(status, &body));
+                None
+            }
+        }
+    };
+    if translated {
+        is_json = true;
+    }
     meta.set_usage(usage);
-    let is_json = fwd.head.content_type.as_deref().is_some_and(|c| c.contains("json"));
     // Add the `tierflow` object to a JSON object body: before its closing brace.
     let mut insert_at = None;
     if status == 200 && is_json {
@@ -112,7 +243,10 @@ pub async fn relay_json(
     if let Some(rid) = &fwd.head.request_id {
         response::header(out, "X-Upstream-Request-Id", rid.as_bytes());
     }
-    let content_type = fwd.head.content_type.clone().unwrap_or_else(|| "application/json".into());
+    let content_type = match (translated, fwd.head.content_type.clone()) {
+        (false, Some(c)) => c,
+        _ => "application/json".into(),
+    };
     match insert_at {
         Some(end) => {
             let mut obj = String::with_capacity(256);
@@ -147,17 +281,29 @@ async fn fail_before_bytes(
     meta: &RouteMeta,
     message: &str,
     keep_alive: bool,
+    anthropic_client: bool,
 ) -> Relayed {
     let err = crate::error::GatewayError::UpstreamFailed { message: message.to_string() };
     out.clear();
     response::begin(out, err.status(), keep_alive);
     write_meta_headers(out, meta, 0);
-    response::finish_with_body(out, "application/json", &err.to_json());
+    let body = if anthropic_client { anthropic::error_body_anthropic(err.status(), message) } else { err.to_json() };
+    response::finish_with_body(out, "application/json", &body);
     let ok = flush(stream, out).await.is_ok();
     Relayed { outcome: Outcome::UpstreamFailed, usage: None, status: 502, keep_alive: keep_alive && ok }
 }
 
+/// Per-stream translation state (see [`Dialects`]).
+enum Xlate {
+    None,
+    FromAnthropic(MessagesToChatStream),
+    ToAnthropic(ChatToMessagesStream),
+    /// Pass-through; the translator only reads the usage.
+    Anthropic(MessagesToChatStream, Vec<u8>),
+}
+
 /// Relays an SSE stream event by event.
+#[allow(clippy::too_many_arguments)]
 pub async fn relay_sse(
     worker: &Worker,
     stream: &mut TcpStream,
@@ -167,6 +313,7 @@ pub async fn relay_sse(
     keep_alive: bool,
     pre_upstream_us: u64,
     client_wants_usage: bool,
+    dialects: Dialects<'_>,
 ) -> Relayed {
     let mut reader = BodyReader::new(fwd.head.framing);
     let mut pending: Vec<u8> = Vec::with_capacity(8192);
@@ -177,6 +324,22 @@ pub async fn relay_sse(
     let mut first_chunk_fields: Option<(String, String, String)> = None; // id, created, model
     let mut completion_chars: u64 = 0;
     let status = fwd.head.status;
+    let mut xlate = match dialects {
+        Dialects::OpenAi => Xlate::None,
+        Dialects::AnthropicUpstream { model } => Xlate::FromAnthropic(MessagesToChatStream::new(
+            ChunkMeta { id: None, model, created_s: now_s() },
+            client_wants_usage,
+        )),
+        Dialects::AnthropicClient { model, input_tokens_hint } => {
+            Xlate::ToAnthropic(ChatToMessagesStream::new(model, None, input_tokens_hint))
+        }
+        Dialects::Anthropic => Xlate::Anthropic(
+            MessagesToChatStream::new(ChunkMeta { id: Some(""), model: "", created_s: 0 }, false),
+            Vec::with_capacity(1024),
+        ),
+    };
+    // A translator met an event it cannot translate: its terminal event is written; stop reading.
+    let mut stopped = false;
     let broken: Option<String> = loop {
         let res = reader.read_some(&mut fwd.conn, &mut pending, fwd.idle_timeout_ms).await;
         let (done, err) = match res {
@@ -191,6 +354,46 @@ pub async fn relay_sse(
                 continue; // comments and keep-alive pings carry nothing for the client
             }
             let data: &[u8] = &parsed.data;
+            let event_name = parsed.event.and_then(|e| std::str::from_utf8(e).ok()).unwrap_or("");
+            match &mut xlate {
+                Xlate::None => {}
+                Xlate::FromAnthropic(s) => {
+                    let start = chunk.len();
+                    stopped = s.on_event(event_name, data, &mut chunk).is_err();
+                    completion_chars += count_content_chars(&chunk[start..]);
+                    if stopped {
+                        break;
+                    }
+                    continue;
+                }
+                Xlate::ToAnthropic(s) => {
+                    if memchr_usage(data) {
+                        if let Some(u) = find_usage(data) {
+                            usage = Some(u);
+                        }
+                    }
+                    completion_chars += count_content_chars(data);
+                    stopped = s.on_data(data, &mut chunk).is_err();
+                    if stopped {
+                        break;
+                    }
+                    continue;
+                }
+                Xlate::Anthropic(s, scratch) => {
+                    scratch.clear();
+                    let _ = s.on_event(event_name, data, scratch);
+                    completion_chars += count_content_chars(scratch);
+                    if !event_name.is_empty() {
+                        chunk.extend_from_slice(b"event: ");
+                        chunk.extend_from_slice(event_name.as_bytes());
+                        chunk.push(b'\n');
+                    }
+                    chunk.extend_from_slice(b"data: ");
+                    chunk.extend_from_slice(data);
+                    chunk.extend_from_slice(b"\n\n");
+                    continue;
+                }
+            }
             if data == b"[DONE]" {
                 saw_done = true;
                 continue;
@@ -214,7 +417,7 @@ pub async fn relay_sse(
             chunk.extend_from_slice(b"\n\n");
         }
         pending.drain(..n);
-        if !head_written && (!chunk.is_empty() || done) {
+        if !head_written && (!chunk.is_empty() || done || stopped) {
             out.clear();
             response::begin(out, status, keep_alive);
             let overhead = pre_upstream_us + 1;
@@ -228,48 +431,75 @@ pub async fn relay_sse(
         if !out.is_empty() && flush(stream, out).await.is_err() {
             // Client gone: dropping the upstream connection cancels the upstream request.
             worker.counters.client_cancels.inc();
-            meta.set_usage(usage.or(Some(estimate_usage(meta, completion_chars))));
-            return Relayed { outcome: Outcome::ClientGone, usage, status, keep_alive: false };
+            let u = translator_usage(&xlate).or(usage);
+            meta.set_usage(u.or(Some(estimate_usage(meta, completion_chars))));
+            return Relayed { outcome: Outcome::ClientGone, usage: u, status, keep_alive: false };
         }
         if let Some(e) = err {
             break Some(e);
         }
-        if done {
+        if done || stopped {
             break None;
         }
     };
-    if broken.is_none() && fwd.head.keep_alive && reader.is_done() {
+    if broken.is_none() && !stopped && fwd.head.keep_alive && reader.is_done() {
         worker.pool.checkin(fwd.conn, fwd.pool_max_idle);
     }
-    let final_usage = usage.or_else(|| broken.as_ref().map(|_| estimate_usage(meta, completion_chars)));
+    let final_usage = translator_usage(&xlate)
+        .or(usage)
+        .or_else(|| broken.as_ref().map(|_| estimate_usage(meta, completion_chars)));
     meta.set_usage(final_usage);
     chunk.clear();
-    if let Some(e) = &broken {
+    if broken.is_some() {
         worker.counters.upstream_errors.inc();
-        let err = crate::error::GatewayError::UpstreamFailed {
-            message: format!("upstream {} failed mid-stream: {e}", meta.routed_model),
-        };
-        chunk.extend_from_slice(b"data: ");
-        chunk.extend_from_slice(&err.to_json());
-        chunk.extend_from_slice(b"\n\n");
     }
-    // Routing metadata rides in a last chunk before [DONE].
+    let broken_message = broken.as_ref().map(|e| format!("upstream {} failed mid-stream: {e}", meta.routed_model));
     let mut obj = String::with_capacity(256);
     meta.write_json(&mut obj);
-    chunk.extend_from_slice(b"data: {");
-    if let Some((id, created, model)) = &first_chunk_fields {
-        chunk.extend_from_slice(format!("\"id\":{id},\"created\":{created},\"model\":{model},").as_bytes());
+    match &mut xlate {
+        Xlate::None => {
+            if let Some(message) = &broken_message {
+                let err = crate::error::GatewayError::UpstreamFailed { message: message.clone() };
+                chunk.extend_from_slice(b"data: ");
+                chunk.extend_from_slice(&err.to_json());
+                chunk.extend_from_slice(b"\n\n");
+            }
+            // Routing metadata rides in a last chunk before [DONE].
+            chunk.extend_from_slice(b"data: {");
+            if let Some((id, created, model)) = &first_chunk_fields {
+                chunk.extend_from_slice(format!("\"id\":{id},\"created\":{created},\"model\":{model},").as_bytes());
+            }
+            chunk.extend_from_slice(b"\"object\":\"chat.completion.chunk\",\"choices\":[],\"tierflow\":");
+            chunk.extend_from_slice(obj.as_bytes());
+            chunk.extend_from_slice(b"}\n\n");
+            let _ = saw_done;
+            chunk.extend_from_slice(b"data: [DONE]\n\n");
+        }
+        Xlate::FromAnthropic(s) => match &broken_message {
+            Some(message) if !s.is_done() => {
+                let err = crate::error::GatewayError::UpstreamFailed { message: message.clone() };
+                chunk.extend_from_slice(b"data: ");
+                chunk.extend_from_slice(&err.to_json());
+                chunk.extend_from_slice(b"\n\ndata: [DONE]\n\n");
+            }
+            _ => s.finish_with(Some(obj.as_bytes()), &mut chunk),
+        },
+        Xlate::ToAnthropic(s) => match &broken_message {
+            Some(message) if !s.is_done() => anthropic_error_event(&mut chunk, message),
+            _ => s.finish(&mut chunk),
+        },
+        Xlate::Anthropic(..) => {
+            if let Some(message) = &broken_message {
+                anthropic_error_event(&mut chunk, message);
+            }
+        }
     }
-    chunk.extend_from_slice(b"\"object\":\"chat.completion.chunk\",\"choices\":[],\"tierflow\":");
-    chunk.extend_from_slice(obj.as_bytes());
-    chunk.extend_from_slice(b"}\n\n");
-    let _ = saw_done;
-    chunk.extend_from_slice(b"data: [DONE]\n\n");
     write_chunk(out, &chunk);
     write_last_chunk(out);
     let ok = flush(stream, out).await.is_ok();
+    let failed = broken.is_some() || stopped;
     Relayed {
-        outcome: if broken.is_some() {
+        outcome: if failed {
             Outcome::UpstreamBroken
         } else if ok {
             Outcome::Ok
@@ -279,6 +509,14 @@ pub async fn relay_sse(
         usage: final_usage,
         status,
         keep_alive: keep_alive && ok && broken.is_none(),
+    }
+}
+
+/// Usage read by a translator from Anthropic events, if any.
+fn translator_usage(x: &Xlate) -> Option<Usage> {
+    match x {
+        Xlate::FromAnthropic(s) | Xlate::Anthropic(s, _) => s.usage().map(from_anthropic_usage),
+        _ => None,
     }
 }
 
@@ -333,4 +571,43 @@ fn count_content_chars(data: &[u8]) -> u64 {
 /// per token for the relayed content, the request's estimate for the prompt.
 fn estimate_usage(meta: &RouteMeta, completion_chars: u64) -> Usage {
     Usage { prompt_tokens: meta.prompt_tokens_estimate, completion_tokens: completion_chars.div_ceil(4) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anthropic_usage_counts_cache_as_prompt() {
+        let body = br#"{"id":"msg_1","usage":{"input_tokens":10,"cache_creation_input_tokens":5,"cache_read_input_tokens":null,"output_tokens":7}}"#;
+        assert_eq!(anthropic_body_usage(body), Some(Usage { prompt_tokens: 15, completion_tokens: 7 }));
+        assert_eq!(anthropic_body_usage(br#"{"id":"msg_1"}"#), None);
+        assert_eq!(anthropic_body_usage(b"not json"), None);
+    }
+
+    #[test]
+    fn openai_error_message_or_status() {
+        assert_eq!(openai_error_message(400, br#"{"error":{"message":"bad temp","type":"x"}}"#), "bad temp");
+        assert_eq!(openai_error_message(502, b"<html>"), "upstream returned HTTP 502");
+        assert_eq!(openai_error_message(500, br#"{"error":{"message":""}}"#), "upstream returned HTTP 500");
+    }
+
+    #[test]
+    fn anthropic_error_event_is_one_complete_event() {
+        let mut out = Vec::new();
+        anthropic_error_event(&mut out, "upstream x failed mid-stream: reset");
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("event: error\ndata: ") && text.ends_with("\n\n"), "{text}");
+        let data: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap().strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(data["type"], "error");
+        assert_eq!(data["error"]["type"], "api_error");
+    }
+
+    #[test]
+    fn dialect_sides() {
+        assert!(!Dialects::OpenAi.client_is_anthropic());
+        assert!(!Dialects::AnthropicUpstream { model: "m" }.client_is_anthropic());
+        assert!(Dialects::AnthropicClient { model: "m", input_tokens_hint: 0 }.client_is_anthropic());
+        assert!(Dialects::Anthropic.client_is_anthropic());
+    }
 }

@@ -3,6 +3,14 @@
 //! the request's `model`: `slow-<ms>` (late first byte), `stall` (stops mid-stream), `reset`
 //! (connection reset mid-stream), `e429`, `e500`, `e400`, `echo` (returns the request body),
 //! `close` (close-delimited body), `hangup` (closes idle keep-alive connections after 50 ms).
+//! A request with `tools` is answered with parallel tool calls.
+//!
+//! Requests to `…/messages` get the Anthropic Messages dialect (bodies from
+//! `tierflow::providers::anthropic::mock`), the scenario chosen by `model`: `a-tool`, `a-parallel`,
+//! `a-thinking`, `a-maxtokens`, `a-error` (529 error body, or an `overloaded_error` event
+//! mid-stream), `a-e429`/`a-e500`/`a-e400` (error bodies), `a-reset` (connection reset mid-stream);
+//! anything else is text ("Hello from the mock."), or parallel tool_use blocks when the request has
+//! tools.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -128,8 +136,16 @@ fn serve<S: Read + Write>(stream: S, raw: Option<TcpStream>, st: &MockState) {
         st.heads.lock().unwrap().push(head.clone());
         let stream = req["stream"].as_bool().unwrap_or(false);
         let include_usage = req["stream_options"]["include_usage"].as_bool().unwrap_or(false);
+        let has_tools = req["tools"].as_array().is_some_and(|t| !t.is_empty());
+        let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
         let w = reader.get_mut();
-        let keep = respond(w, raw.as_ref(), st, &model, stream, include_usage, &body);
+        let keep = if path.ends_with("/messages") {
+            respond_anthropic(w, raw.as_ref(), &model, stream, has_tools)
+        } else if has_tools {
+            respond_tools(w, stream)
+        } else {
+            respond(w, raw.as_ref(), st, &model, stream, include_usage, &body)
+        };
         if !keep {
             return;
         }
@@ -294,4 +310,110 @@ fn respond<W: Write>(
     let _ = w.write_all(b"0\r\n\r\n");
     let _ = w.flush();
     true
+}
+
+/// The Anthropic text the mock answers with.
+pub const ANTHROPIC_TEXT: &str = "Hello from the mock.";
+
+fn reset<S>(raw: Option<&TcpStream>, _w: &mut S) {
+    if let Some(raw) = raw {
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        // SAFETY: valid socket fd and a properly sized linger struct.
+        unsafe {
+            libc::setsockopt(
+                raw.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &linger as *const libc::linger as *const libc::c_void,
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+        let _ = raw.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+fn send_json<W: Write>(w: &mut W, status: u16, reason: &str, body: &[u8]) {
+    let _ = write!(
+        w,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nrequest-id: req_mock\r\n\r\n",
+        body.len()
+    );
+    let _ = w.write_all(body);
+    let _ = w.flush();
+}
+
+fn send_sse<W: Write>(w: &mut W, events: &[Vec<u8>]) -> bool {
+    let _ = write!(w, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache\r\n\r\n");
+    for e in events {
+        if write_chunk(w, e).is_err() {
+            return false;
+        }
+    }
+    let _ = w.write_all(b"0\r\n\r\n");
+    let _ = w.flush();
+    true
+}
+
+/// OpenAI dialect, request with tools: two parallel tool calls.
+fn respond_tools<W: Write>(w: &mut W, stream: bool) -> bool {
+    use tierflow::providers::anthropic::mock as am;
+    if stream {
+        send_sse(w, &am::mock_chat_sse_tool_calls())
+    } else {
+        send_json(w, 200, "OK", &am::mock_chat_json_tool_calls());
+        true
+    }
+}
+
+fn anthropic_error(kind: &str, message: &str) -> Vec<u8> {
+    serde_json::json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_mock"})
+        .to_string()
+        .into_bytes()
+}
+
+/// Anthropic Messages dialect.
+fn respond_anthropic<W: Write>(w: &mut W, raw: Option<&TcpStream>, model: &str, stream: bool, has_tools: bool) -> bool {
+    use tierflow::providers::anthropic::mock::{self as am, Scenario};
+    let scenario = match model {
+        "a-e429" => {
+            send_json(w, 429, "Too Many Requests", &anthropic_error("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit"));
+            return true;
+        }
+        "a-e500" => {
+            send_json(w, 500, "Internal Server Error", &anthropic_error("api_error", "Internal server error"));
+            return true;
+        }
+        "a-e400" => {
+            send_json(w, 400, "Bad Request", &anthropic_error("invalid_request_error", "max_tokens: Field required"));
+            return true;
+        }
+        "a-tool" => Scenario::OneTool,
+        "a-parallel" => Scenario::ParallelTools,
+        "a-thinking" => Scenario::Thinking,
+        "a-maxtokens" => Scenario::MaxTokens,
+        "a-error" => Scenario::ErrorMidStream,
+        _ if has_tools => Scenario::ParallelTools,
+        _ => Scenario::Text(ANTHROPIC_TEXT),
+    };
+    if !stream {
+        if matches!(scenario, Scenario::ErrorMidStream) {
+            send_json(w, 529, "Overloaded", &am::mock_message_json(scenario));
+        } else {
+            send_json(w, 200, "OK", &am::mock_message_json(scenario));
+        }
+        return true;
+    }
+    let mut events = am::mock_message_sse(scenario);
+    if model == "a-reset" {
+        events.truncate(3);
+        let _ = write!(w, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n");
+        for e in &events {
+            let _ = write_chunk(w, e);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        reset(raw, w);
+        return false;
+    }
+    send_sse(w, &events)
 }
