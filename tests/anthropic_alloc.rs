@@ -83,6 +83,8 @@ fn outbound_allocs(name: &str, id: Option<&str>) -> Vec<(String, usize)> {
 
 #[test]
 fn outbound_events_allocate_nothing() {
+    // The counter is process-wide: run the counting tests one at a time.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for name in [
         "text.anthropic.sse",
         "parallel_tools.anthropic.sse",
@@ -100,6 +102,8 @@ fn outbound_events_allocate_nothing() {
 
 #[test]
 fn inbound_text_chunks_allocate_nothing() {
+    // The counter is process-wide: run the counting tests one at a time.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let text = fixture("inbound_text.openai.sse");
     let datas: Vec<Vec<u8>> = blocks(&text)
         .iter()
@@ -119,3 +123,5 @@ fn inbound_text_chunks_allocate_nothing() {
     }
     assert!(s.is_done());
 }
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
