@@ -25,3 +25,5 @@ pub mod pipeline;
 pub mod providers;
 pub mod api;
 pub mod cli;
+pub mod ledger;
+pub mod stats;

@@ -3,6 +3,8 @@
 //! pipelining, keep-alive reuse, shutdown drain, and the official OpenAI Python SDK.
 
 mod support;
+#[path = "gateway_accounting.rs"]
+mod accounting;
 
 use std::io::{BufReader, Read, Write};
 use std::sync::atomic::Ordering;
