@@ -148,6 +148,12 @@ pub struct RawAppLimits {
 pub struct RawRedis {
     /// `redis://[:password@]host:port[/db]`. Redis down: each instance enforces limits locally.
     pub url: String,
+    /// Connect timeout; default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u64>,
+    /// Per-command timeout, after which the admission is decided locally; default 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -352,6 +358,8 @@ pub struct Config {
     /// App spend limits (USD): (daily, monthly).
     pub apps: BTreeMap<String, (Option<f64>, Option<f64>)>,
     pub redis_url: Option<String>,
+    /// Redis (connect, command) timeouts, ms, when set in the file.
+    pub redis_timeouts_ms: (Option<u64>, Option<u64>),
     /// Where it came from (`embedded default` or a path), for logs.
     pub source: String,
     /// The raw form, kept for `GET /config` (secrets redacted there).
@@ -462,6 +470,7 @@ impl Config {
             require_key: raw.keys.as_ref().and_then(|k| k.require_key).unwrap_or(false),
             apps: BTreeMap::new(),
             redis_url: None,
+            redis_timeouts_ms: (None, None),
             source,
             raw: RawConfig::default(),
         };
@@ -510,6 +519,7 @@ impl Config {
                 return Err(invalid("redis.url", "must start with redis://"));
             }
             cfg.redis_url = Some(r.url.clone());
+            cfg.redis_timeouts_ms = (r.connect_timeout_ms, r.command_timeout_ms);
         }
 
         // Every model any provider lists is a target, so `/v1/models` and bare names see it.

@@ -335,7 +335,9 @@ fn two_instances_share_one_app_budget_through_redis() {
     };
     let fits = 20.0;
     let extra = json!({"apps": {"shared": {"daily_usd": real * (fits + 0.5)}},
-                       "redis": {"url": format!("redis://127.0.0.1:{}", redis.port)}});
+                       "redis": {"url": format!("redis://127.0.0.1:{}", redis.port),
+                                 // generous: this machine's cores are shared with builds
+                                 "connect_timeout_ms": 2000, "command_timeout_ms": 2000}});
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let gws = [Gateway::spawn(&ledger_config(&m, d1.path(), extra.clone())), Gateway::spawn(&ledger_config(&m, d2.path(), extra))];
     let n = 100;
@@ -350,6 +352,10 @@ fn two_instances_share_one_app_budget_through_redis() {
         })
         .collect();
     let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for gw in &gws {
+        let stats = get(gw.addr, "/stats", "").text();
+        assert_eq!(metric(&stats, "tierflow_redis_up"), 1.0, "Redis was not used: {}", gw.log_text());
+    }
     let admitted = statuses.iter().filter(|&&s| s == 200).count();
     let refused = statuses.iter().filter(|&&s| s == 429).count();
     eprintln!("redis-shared budget for {fits} requests across 2 instances: {admitted} admitted, {refused} refused");

@@ -349,7 +349,7 @@ mod tests {
         assert_eq!(h.framing, ResponseFraming::Chunked);
         assert!(h.is_event_stream());
         assert!(h.keep_alive);
-        assert_eq!(n, 84);
+        assert_eq!(n, 80);
         let (h, _) = parse_response_head(b"HTTP/1.1 500 X\r\n\r\n").unwrap().unwrap();
         assert_eq!(h.framing, ResponseFraming::UntilClose);
         assert!(!h.keep_alive);

@@ -84,7 +84,16 @@ impl Accounting {
         routes.push("direct".into());
         let labels = StatsLabels { models: cfg.targets.iter().map(|t| t.name.clone()).collect(), apps, routes };
         let redis = match &cfg.redis_url {
-            Some(url) => Some(RedisState::new(RedisConfig::new(url)).map_err(|e| anyhow::anyhow!("redis: {e}"))?),
+            Some(url) => {
+                let mut rc = RedisConfig::new(url);
+                if let Some(ms) = cfg.redis_timeouts_ms.0 {
+                    rc.connect_timeout_ms = ms;
+                }
+                if let Some(ms) = cfg.redis_timeouts_ms.1 {
+                    rc.command_timeout_ms = ms;
+                }
+                Some(RedisState::new(rc).map_err(|e| anyhow::anyhow!("redis: {e}"))?)
+            }
             None => None,
         };
         Ok(Accounting {
