@@ -182,6 +182,10 @@ fn key_budget_admits_at_most_what_fits_under_concurrency() {
         assert_eq!(v["error"]["type"], "rate_limit_error");
         assert!(v["error"]["message"].as_str().unwrap().contains("daily budget of this key"), "{v}");
     }
+    eventually("all rejections counted", || {
+        let stats = get(gw.addr, "/stats", "").text();
+        metric(&stats, "tierflow_requests_total{status=\"429\"}") as usize == refused.len()
+    });
     let stats = get(gw.addr, "/stats", "").text();
     assert_eq!(metric(&stats, "tierflow_budget_rejections_total{limit=\"key_daily_budget\"}") as usize, refused.len());
     assert_eq!(metric(&stats, "tierflow_requests_total{status=\"429\"}") as usize, refused.len());
@@ -215,9 +219,13 @@ fn ledger_has_one_row_per_request_and_the_mocks_totals_after_sigterm() {
     errors += 1;
     let n = ok + errors;
 
+    // A request is counted just after its response is written: wait for the last one.
+    eventually("all requests counted", || {
+        metric(&get(gw.addr, "/stats", "").text(), "tierflow_app_requests_total{app=\"ledgertest\"}") as u64 == n
+    });
     let stats = get(gw.addr, "/stats", "").text();
     assert_eq!(metric(&stats, "tierflow_requests_total{status=\"200\"}") as u64, ok);
-    assert_eq!(metric(&stats, "tierflow_app_requests_total{app=\"ledgertest\"}") as u64, n);
+    assert_eq!(metric(&stats, "tierflow_requests_total{status=\"502\"}") as u64, 1);
     assert_eq!(metric(&stats, "tierflow_tokens_total{model=\"mock/ok\",direction=\"completion\"}") as u64, m.state.completion_tokens_total.load(Ordering::SeqCst));
     assert!(stats.contains("tierflow_upstream_pool_connections{upstream=\"mock\"}"));
     assert!(stats.contains("tierflow_ledger_written_total"));
@@ -366,6 +374,12 @@ fn two_instances_share_one_app_budget_through_redis() {
         let stats = get(gw.addr, "/stats", "").text();
         assert_eq!(metric(&stats, "tierflow_redis_up"), 1.0, "{stats}");
     }
+    eventually("both instances counted every request", || {
+        let counted = |status: &str| -> f64 {
+            gws.iter().map(|gw| metric(&get(gw.addr, "/stats", "").text(), &format!("tierflow_requests_total{{status=\"{status}\"}}"))).sum()
+        };
+        (counted("200") + counted("429")) as usize == n
+    });
     let per_instance: Vec<f64> = gws
         .iter()
         .map(|gw| metric(&get(gw.addr, "/stats", "").text(), "tierflow_requests_total{status=\"200\"}"))
