@@ -303,7 +303,13 @@ fn serve(config: Config, config_path: Option<PathBuf>, overrides: Overrides) -> 
                 reload_shared.config.store(Arc::new(c));
                 crate::log::info("configuration reloaded", &[]);
             }
-            Err(e) => crate::log::error("reload refused; the running configuration keeps serving", &[("error", &e)]),
+            Err(e) => {
+                crate::log::error("reload refused; the running configuration keeps serving", &[("error", &e)]);
+                // Keys changed by `tierflow keys` still take effect.
+                if let Err(e) = reload_shared.accounting.reload(&reload_shared.config.load()) {
+                    crate::log::error("key reload failed; the previous keys stay in force", &[("error", &e)]);
+                }
+            }
         }
     };
     if let Err(e) = crate::runtime::spawn_signal_thread(shared, reload) {

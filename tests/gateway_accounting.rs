@@ -134,6 +134,29 @@ fn keys_gate_requests_and_reload_on_sighup() {
     gw.signal(libc::SIGHUP);
     eventually("revoked key refused", || chat_with(gw.addr, &body, &bearer(&key)).status == 401);
     assert_eq!(chat_with(gw.addr, &body, &bearer(&key2)).status, 200);
+
+    // Requests-per-minute of a key: the 4th request in the minute is refused with Retry-After.
+    let key3 = create_key(&cfg_path, &["--app", "rated", "--rpm", "3"]);
+    gw.signal(libc::SIGHUP);
+    eventually("rpm key accepted", || chat_with(gw.addr, &json!({"model": "mock/echo", "messages": user("x")}), &bearer(&key3)).status == 200);
+    let statuses: Vec<Response> = (0..3).map(|_| chat_with(gw.addr, &body, &bearer(&key3))).collect();
+    let refused = statuses.iter().chain(std::iter::once(&chat_with(gw.addr, &body, &bearer(&key3)))).filter(|r| r.status == 429).count();
+    assert!(refused >= 1, "no request refused past 3 per minute");
+    let r = chat_with(gw.addr, &body, &bearer(&key3));
+    assert_eq!(r.status, 429);
+    let retry: u64 = r.header("Retry-After").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("key_rpm"));
+
+    // Refusals are ledger rows too, and the admitted requests carry their key.
+    eventually("rows committed", || {
+        let db = open_db(&dir.path().join("ledger.db"));
+        let n401: i64 = db.query_row("SELECT count(*) FROM usage WHERE status = 401 AND key_id = ''", [], |r| r.get(0)).unwrap();
+        let n403: i64 = db.query_row("SELECT count(*) FROM usage WHERE status = 403 AND app = 'billing'", [], |r| r.get(0)).unwrap();
+        let n200: i64 = db.query_row("SELECT count(*) FROM usage WHERE status = 200 AND key_id LIKE 'key_%'", [], |r| r.get(0)).unwrap();
+        let n429: i64 = db.query_row("SELECT count(*) FROM usage WHERE status = 429 AND app = 'rated'", [], |r| r.get(0)).unwrap();
+        n401 >= 4 && n403 == 1 && n200 >= 6 && n429 >= 2
+    });
 }
 
 #[test]
