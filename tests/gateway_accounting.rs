@@ -200,7 +200,7 @@ fn key_budget_admits_at_most_what_fits_under_concurrency() {
     assert!(admitted >= 40, "only {admitted} admitted for a budget that fits 50");
     for r in &refused {
         let retry: u64 = r.header("Retry-After").expect("Retry-After").parse().unwrap();
-        assert!(retry >= 1 && retry <= 86_400);
+        assert!((1..=86_400).contains(&retry));
         let v = r.json();
         assert_eq!(v["error"]["type"], "rate_limit_error");
         assert!(v["error"]["message"].as_str().unwrap().contains("daily budget of this key"), "{v}");
@@ -305,7 +305,7 @@ fn kill9_after_a_burst_keeps_the_rows_older_than_the_flush_interval() {
         assert_eq!(chat(gw.addr, &body).status, 200);
     }
     // Older than the 100 ms flush interval (plus slack for this shared machine) ...
-    std::thread::sleep(Duration::from_millis(600));
+    std::thread::sleep(Duration::from_millis(1000));
     // ... then a second burst that may or may not be committed when the process dies.
     for _ in 0..10 {
         assert_eq!(chat(gw.addr, &body).status, 200);

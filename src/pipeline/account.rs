@@ -389,6 +389,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn records_map_outcomes_and_never_invent_usage() {
+        // A request refused before routing: no model, no tokens, an error outcome.
+        let a = Acct { app: Some("billing".into()), ..Acct::default() };
+        let (r, saved) = a.into_record(1, 401, 3);
+        assert_eq!((r.status, r.outcome, r.prompt_tokens, saved), (401, LedgerOutcome::Error, 0, 0.0));
+        assert_eq!((&*r.app, &*r.model, &*r.key_id), ("billing", "", ""));
+        // Keyless traffic without an app header is grouped as `default`.
+        let (r, _) = Acct::default().into_record(1, 200, 3);
+        assert_eq!((&*r.app, r.outcome), ("default", LedgerOutcome::Ok));
+        // A cancelled stream keeps its outcome although the status was 200.
+        let a = Acct { outcome: Some(LedgerOutcome::ClientCancelled), stream: true, ..Acct::default() };
+        assert_eq!(a.into_record(1, 200, 3).0.outcome, LedgerOutcome::ClientCancelled);
+        // An upstream 4xx relayed as is counts as an error.
+        let a = Acct { outcome: Some(LedgerOutcome::Ok), upstream_status: 400, ..Acct::default() };
+        assert_eq!(a.into_record(1, 400, 3).0.outcome, LedgerOutcome::Error);
+    }
+
+    #[test]
     fn meta_json_and_cost() {
         let mut m = RouteMeta {
             requested_model: "auto".into(),

@@ -194,13 +194,10 @@ async fn chat(
     acct.category = decision.category;
     acct.tier = decision.tier;
     let requested = req.model.as_ref();
-    acct.route = Some(Arc::from(if requested == "auto" || cfg.routes.contains_key(requested) {
-        requested
-    } else if requested.starts_with("tier-") && matches!(requested.as_bytes().get(5), Some(b'1'..=b'4')) && requested.len() == 6 {
-        requested
-    } else {
-        "direct"
-    }));
+    // The route label: `auto`, `tier-N`, a named route, or `direct` (a model asked for by name).
+    let is_tier = matches!(requested.as_bytes(), [b't', b'i', b'e', b'r', b'-', b'1'..=b'4']);
+    let named = requested == "auto" || is_tier || cfg.routes.contains_key(requested);
+    acct.route = Some(Arc::from(if named { requested } else { "direct" }));
     // A key may be limited to some models: the requested name or the target it resolves to.
     if let Some(k) = &key {
         let primary = decision.targets.first().map(|t| t.name(&cfg)).unwrap_or_default();
