@@ -259,7 +259,8 @@ impl Counter {
     }
 }
 
-/// One worker core's counters.
+/// One worker core's connection-level counters (tokens, cost and savings are counted by
+/// `crate::stats` from each `UsageRecord`).
 #[derive(Debug, Default)]
 pub struct WorkerCounters {
     pub requests: Counter,
@@ -270,11 +271,6 @@ pub struct WorkerCounters {
     pub failovers: Counter,
     pub upstream_errors: Counter,
     pub client_cancels: Counter,
-    pub prompt_tokens: Counter,
-    pub completion_tokens: Counter,
-    /// Cost in micro-dollars.
-    pub cost_micro_usd: Counter,
-    pub saved_micro_usd: Counter,
     pub connections_open: Counter,
     pub connections_rejected: Counter,
     pub pool_opened: Counter,

@@ -122,8 +122,9 @@ pub async fn handle_chat(
         worker.shared.accounting.count_failover(f);
     }
     worker.acct.finish(rec, saved);
-    if let Some(rb) = &worker.acct.redis {
-        // Settlements queued by this request go out now (else with the next admission).
+    if let Some(rb) = worker.acct.redis.as_ref().filter(|rb| rb.state().is_up()) {
+        // Settlements queued by this request go out now (else with the next admission). While
+        // Redis is down, admission's own probe finds out when it is back; no connect here.
         let _ = rb.flush_pending().await;
     }
     done
@@ -284,16 +285,6 @@ async fn chat(
     } else {
         relay::relay_json(worker, stream, out, fwd, &mut meta, keep_alive, pre_upstream_us).await
     };
-    if let Some(u) = meta.usage {
-        worker.counters.prompt_tokens.add(u.prompt_tokens);
-        worker.counters.completion_tokens.add(u.completion_tokens);
-    }
-    if let Some(c) = meta.estimated_cost_usd {
-        worker.counters.cost_micro_usd.add((c * 1e6).round() as u64);
-    }
-    if let Some(s) = meta.saved_vs_flagship {
-        worker.counters.saved_micro_usd.add((s * 1e6).round() as u64);
-    }
     // Upstream gauges: this provider's idle pool after the exchange, and which providers failed.
     let pi = target.provider(&cfg);
     if let Some(c) = worker.counters.pool_idle.get(pi) {
