@@ -409,3 +409,40 @@ fn two_instances_share_one_app_budget_through_redis() {
         .collect();
     assert_eq!(per_instance.iter().sum::<f64>() as usize, admitted);
 }
+
+#[test]
+fn redis_down_falls_back_to_local_limits_and_ledger_can_be_off() {
+    let m = mock::start(None);
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    // Redis unreachable: requests are still served and the app limit is enforced by this instance.
+    let body = json!({"model": "auto", "max_tokens": 5, "messages": user("redis is down")});
+    let cfg = ledger_config(&m, dir.path(), json!({"redis": {"url": format!("redis://127.0.0.1:{dead_port}")}}));
+    let gw = Gateway::spawn(&cfg);
+    let r = chat_with(gw.addr, &body, "X-TierFlow-App: local\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let stats = get(gw.addr, "/stats", "").text();
+    assert_eq!(metric(&stats, "tierflow_redis_up"), 0.0);
+    drop(gw);
+
+    // Default location: ~/.local/state/tierflow/ledger.db (HOME is the gateway's temp dir here).
+    let mut gw = Gateway::spawn(&mock_config(m.addr, json!({})));
+    assert_eq!(chat(gw.addr, &body).status, 200);
+    gw.signal(libc::SIGTERM);
+    assert_eq!(gw.wait_exit(Duration::from_secs(15)), Some(0));
+    let default_db = gw.dir.path().join(".local/state/tierflow/ledger.db");
+    let rows: i64 = open_db(&default_db).query_row("SELECT count(*) FROM usage", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 1);
+    drop(gw);
+
+    // `"ledger": {"enabled": false}`: no database, no keys, requests still served and counted.
+    let mut cfg = mock_config(m.addr, json!({}));
+    cfg["ledger"] = json!({"enabled": false});
+    let cfg_path = write_config(dir.path(), &cfg);
+    let gw = Gateway::spawn(&cfg);
+    assert_eq!(chat(gw.addr, &body).status, 200);
+    eventually("request counted", || metric(&get(gw.addr, "/stats", "").text(), "tierflow_requests_total{status=\"200\"}") == 1.0);
+    assert!(!get(gw.addr, "/stats", "").text().contains("tierflow_ledger_written_total"));
+    assert!(!gw.dir.path().join(".local/state/tierflow/ledger.db").exists());
+    assert_eq!(cli(&cfg_path, &["keys", "list"]).0, 2);
+}
