@@ -38,6 +38,20 @@ pub struct Accounting {
     pub anonymous: Arc<KeyInfo>,
     /// Failovers away from each provider (rare path; a lock is fine there).
     pub upstream_failovers: Mutex<BTreeMap<String, u64>>,
+    /// Shared label values for records (a clone is a refcount, not an allocation).
+    pub labels: RecordLabels,
+}
+
+/// `""` and `"default"` as shared strings.
+pub struct RecordLabels {
+    pub empty: Arc<str>,
+    pub default_app: Arc<str>,
+}
+
+impl Default for RecordLabels {
+    fn default() -> Self {
+        RecordLabels { empty: Arc::from(""), default_app: Arc::from("default") }
+    }
 }
 
 fn budget_config(cfg: &Config) -> BudgetConfig {
@@ -105,6 +119,7 @@ impl Accounting {
             ledger: Mutex::new(ledger),
             anonymous: Arc::new(KeyInfo::unstored("", "default", &NewKey::default())),
             upstream_failovers: Mutex::new(BTreeMap::new()),
+            labels: RecordLabels::default(),
         })
     }
 
@@ -196,8 +211,8 @@ pub struct Acct {
 
 impl Acct {
     /// The request's record, given the status sent downstream.
-    pub fn into_record(self, time_ms: u64, status: u16, latency_ms: u32) -> (UsageRecord, f64) {
-        let empty: Arc<str> = Arc::from("");
+    pub fn into_record(self, labels: &RecordLabels, time_ms: u64, status: u16, latency_ms: u32) -> (UsageRecord, f64) {
+        let empty = &labels.empty;
         let meta = self.meta;
         let usage = meta.as_ref().and_then(|m| m.usage);
         let saved = meta.as_ref().and_then(|m| m.saved_vs_flagship).unwrap_or(0.0);
@@ -210,7 +225,7 @@ impl Acct {
         let rec = UsageRecord {
             time_ms,
             key_id: self.key_id.unwrap_or_else(|| empty.clone()),
-            app: self.app.unwrap_or_else(|| Arc::from("default")),
+            app: self.app.unwrap_or_else(|| labels.default_app.clone()),
             env: self.env.unwrap_or_else(|| empty.clone()),
             requested_model: self.requested_model,
             route: self.route.unwrap_or_else(|| empty.clone()),
@@ -388,18 +403,18 @@ mod tests {
     fn records_map_outcomes_and_never_invent_usage() {
         // A request refused before routing: no model, no tokens, an error outcome.
         let a = Acct { app: Some("billing".into()), ..Acct::default() };
-        let (r, saved) = a.into_record(1, 401, 3);
+        let (r, saved) = a.into_record(&RecordLabels::default(), 1, 401, 3);
         assert_eq!((r.status, r.outcome, r.prompt_tokens, saved), (401, LedgerOutcome::Error, 0, 0.0));
         assert_eq!((&*r.app, &*r.model, &*r.key_id), ("billing", "", ""));
         // Keyless traffic without an app header is grouped as `default`.
-        let (r, _) = Acct::default().into_record(1, 200, 3);
+        let (r, _) = Acct::default().into_record(&RecordLabels::default(), 1, 200, 3);
         assert_eq!((&*r.app, r.outcome), ("default", LedgerOutcome::Ok));
         // A cancelled stream keeps its outcome although the status was 200.
         let a = Acct { outcome: Some(LedgerOutcome::ClientCancelled), stream: true, ..Acct::default() };
-        assert_eq!(a.into_record(1, 200, 3).0.outcome, LedgerOutcome::ClientCancelled);
+        assert_eq!(a.into_record(&RecordLabels::default(), 1, 200, 3).0.outcome, LedgerOutcome::ClientCancelled);
         // An upstream 4xx relayed as is counts as an error.
         let a = Acct { outcome: Some(LedgerOutcome::Ok), upstream_status: 400, ..Acct::default() };
-        assert_eq!(a.into_record(1, 400, 3).0.outcome, LedgerOutcome::Error);
+        assert_eq!(a.into_record(&RecordLabels::default(), 1, 400, 3).0.outcome, LedgerOutcome::Error);
     }
 
     #[test]

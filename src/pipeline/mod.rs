@@ -117,7 +117,7 @@ pub async fn handle_chat(
     let mut acct = Acct::default();
     let done = chat(worker, stream, out, body, scratch, keep_alive, started, caller, &mut acct).await;
     let latency_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
-    let (rec, saved) = acct.into_record(time_ms, done.status, latency_ms);
+    let (rec, saved) = acct.into_record(&worker.shared.accounting.labels, time_ms, done.status, latency_ms);
     for f in &rec.fallback_models {
         worker.shared.accounting.count_failover(f);
     }
