@@ -1,6 +1,7 @@
 //! Command line: `tierflow [serve]` runs the gateway; `--init` writes a commented config template,
-//! `--check` validates a config and prints the routing table. Exit codes: 0 ok, 1 runtime failure,
-//! 2 bad configuration or arguments.
+//! `--check` validates a config and prints the routing table; `keys create|list|revoke` manage
+//! virtual keys and `usage` prints the spend report, both on the ledger file the config names.
+//! Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or arguments.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,6 +43,49 @@ pub struct Args {
 pub enum Command {
     /// Run the gateway (the default).
     Serve,
+    /// Manage virtual keys (`tf-sk-…`) in the ledger database. A running gateway picks up
+    /// changes on SIGHUP.
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
+    /// Requests, tokens and cost from the ledger, grouped.
+    Usage {
+        /// Group by `key`, `app`, `model` or `day`.
+        #[arg(long, default_value = "app")]
+        by: String,
+        /// Only records of the last N days.
+        #[arg(long)]
+        days: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; prints its plaintext once (only its SHA-256 is stored).
+    Create {
+        #[arg(long)]
+        app: String,
+        #[arg(long, default_value = "prod")]
+        env: String,
+        /// Comma-separated globs over the requested model, route or `provider/model`; default all.
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        #[arg(long)]
+        daily_usd: Option<f64>,
+        #[arg(long)]
+        monthly_usd: Option<f64>,
+        /// Requests per minute.
+        #[arg(long)]
+        rpm: Option<u32>,
+        /// Tokens per minute.
+        #[arg(long)]
+        tpm: Option<u32>,
+    },
+    /// List keys (id, prefix, app, env, limits, state); never the keys themselves.
+    List,
+    /// Revoke a key by id.
+    Revoke { id: String },
 }
 
 fn default_config_path() -> Option<PathBuf> {
@@ -102,6 +146,128 @@ pub fn main() -> i32 {
     }
     match args.command {
         None | Some(Command::Serve) => serve(config, args.config.clone(), overrides),
+        Some(Command::Keys { action }) => keys_command(&config, action),
+        Some(Command::Usage { by, days }) => usage_command(&config, &by, days),
+    }
+}
+
+fn ledger_path(config: &Config) -> Result<&Path, i32> {
+    match &config.ledger {
+        Some(l) => Ok(&l.path),
+        None => {
+            eprintln!("tierflow: the ledger is disabled in the configuration (`ledger.enabled: false`)");
+            Err(2)
+        }
+    }
+}
+
+fn fmt_usd(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v}"))
+}
+
+fn keys_command(config: &Config, action: KeysCommand) -> i32 {
+    use crate::ledger::{KeyStore, NewKey};
+    let path = match ledger_path(config) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let store = match KeyStore::open(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tierflow: {e}");
+            return 1;
+        }
+    };
+    match action {
+        KeysCommand::Create { app, env, models, daily_usd, monthly_usd, rpm, tpm } => {
+            let new = NewKey {
+                app,
+                env,
+                allowed_models: models.into_iter().map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect(),
+                security_threshold: None,
+                daily_budget_usd: daily_usd,
+                monthly_budget_usd: monthly_usd,
+                rpm,
+                tpm,
+            };
+            match store.create(&new) {
+                Ok((plaintext, info)) => {
+                    eprintln!("created key {} for app {} ({}); it is shown once, store it now:", info.id, info.app, info.env);
+                    println!("{plaintext}");
+                    eprintln!("a running gateway uses it after SIGHUP (systemctl reload tierflow)");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("tierflow: {e}");
+                    2
+                }
+            }
+        }
+        KeysCommand::List => match store.list() {
+            Ok(keys) => {
+                println!("{:<18} {:<11} {:<16} {:<8} {:>10} {:>10} {:>6} {:>8}  {:<20} state", "id", "prefix", "app", "env", "daily_usd", "month_usd", "rpm", "tpm", "models");
+                for k in keys {
+                    println!(
+                        "{:<18} {:<11} {:<16} {:<8} {:>10} {:>10} {:>6} {:>8}  {:<20} {}",
+                        k.id,
+                        k.prefix,
+                        k.app,
+                        k.env,
+                        fmt_usd(k.daily_budget_usd),
+                        fmt_usd(k.monthly_budget_usd),
+                        k.rpm.map_or_else(|| "-".into(), |v| v.to_string()),
+                        k.tpm.map_or_else(|| "-".into(), |v| v.to_string()),
+                        if k.allowed_models.is_empty() { "*".to_string() } else { k.allowed_models.join(",") },
+                        if k.revoked_ms.is_some() { "revoked" } else { "active" }
+                    );
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("tierflow: {e}");
+                1
+            }
+        },
+        KeysCommand::Revoke { id } => match store.revoke(&id) {
+            Ok(()) => {
+                println!("revoked {id}");
+                0
+            }
+            Err(e @ crate::ledger::LedgerError::UnknownKey { .. }) => {
+                eprintln!("tierflow: {e}");
+                2
+            }
+            Err(e) => {
+                eprintln!("tierflow: {e}");
+                1
+            }
+        },
+    }
+}
+
+fn usage_command(config: &Config, by: &str, days: Option<u64>) -> i32 {
+    use crate::ledger::{usage_report, GroupBy};
+    let path = match ledger_path(config) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let Some(group) = GroupBy::parse(by) else {
+        eprintln!("tierflow: --by must be key, app, model or day");
+        return 2;
+    };
+    let since = days.map(|d| crate::ledger::now_ms().saturating_sub(d.saturating_mul(86_400_000)));
+    match usage_report(path, group, since) {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("tierflow: {e}");
+            1
+        }
     }
 }
 
@@ -109,7 +275,17 @@ fn serve(config: Config, config_path: Option<PathBuf>, overrides: Overrides) -> 
     for line in config.routing_table().lines() {
         crate::log::info("route table", &[("entry", line)]);
     }
-    let running = match crate::runtime::start(Arc::new(config)) {
+    let accounting = match crate::pipeline::account::Accounting::open(&config) {
+        Ok(a) => Arc::new(a),
+        Err(e) => {
+            crate::log::error("start failed", &[("error", &format!("{e:#}"))]);
+            return 1;
+        }
+    };
+    if let Some(l) = &config.ledger {
+        crate::log::info("ledger", &[("path", &l.path.display().to_string()), ("flush_interval_ms", &l.flush_interval_ms.to_string())]);
+    }
+    let running = match crate::runtime::start(Arc::new(config), accounting.clone()) {
         Ok(r) => r,
         Err(e) => {
             crate::log::error("start failed", &[("error", &format!("{e:#}"))]);
@@ -122,10 +298,19 @@ fn serve(config: Config, config_path: Option<PathBuf>, overrides: Overrides) -> 
         crate::runtime::notify::reloading();
         match load_config(config_path.as_deref(), &overrides) {
             Ok(c) => {
+                if let Err(e) = reload_shared.accounting.reload(&c) {
+                    crate::log::error("key reload failed; the previous keys stay in force", &[("error", &e)]);
+                }
                 reload_shared.config.store(Arc::new(c));
                 crate::log::info("configuration reloaded", &[]);
             }
-            Err(e) => crate::log::error("reload refused; the running configuration keeps serving", &[("error", &e)]),
+            Err(e) => {
+                crate::log::error("reload refused; the running configuration keeps serving", &[("error", &e)]);
+                // Keys changed by `tierflow keys` still take effect.
+                if let Err(e) = reload_shared.accounting.reload(&reload_shared.config.load()) {
+                    crate::log::error("key reload failed; the previous keys stay in force", &[("error", &e)]);
+                }
+            }
         }
         crate::runtime::notify::notify("READY=1");
     };
@@ -137,6 +322,16 @@ fn serve(config: Config, config_path: Option<PathBuf>, overrides: Overrides) -> 
     crate::runtime::notify::spawn_watchdog(move || !watchdog_shared.is_shutting_down());
     crate::runtime::notify::notify(&format!("READY=1\nMAINPID={}\nSTATUS=serving on {}", std::process::id(), running.addr));
     running.join();
+    // The workers are gone: commit what they recorded.
+    let mut code = 0;
+    match accounting.shutdown_ledger() {
+        Some(Ok(c)) => crate::log::info("ledger flushed", &[("written_total", &c.written_total.to_string())]),
+        Some(Err(e)) => {
+            crate::log::error("ledger flush failed", &[("error", &e.to_string())]);
+            code = 1;
+        }
+        None => {}
+    }
     crate::log::info("stopped", &[]);
-    0
+    code
 }

@@ -94,6 +94,66 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub routing: RawRouting,
+    /// Usage ledger (SQLite, one row per chat request). Default: on, at
+    /// `$STATE_DIRECTORY/ledger.db` under systemd, else `~/.local/state/tierflow/ledger.db`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<RawLedger>,
+    /// Virtual-key policy. Default: keys are required as soon as one exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<RawKeys>,
+    /// App name (`X-TierFlow-App` or a key's app) -> spend limits. Default: none.
+    #[serde(default)]
+    pub apps: BTreeMap<String, RawAppLimits>,
+    /// Share budgets and rate limits across gateway instances through Redis. Default: local only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RawRedis>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLedger {
+    /// Default true. `false`: no usage rows and no virtual keys (they live in the ledger file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// SQLite file; default `$STATE_DIRECTORY/ledger.db`, else `~/.local/state/tierflow/ledger.db`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// At most this long between a request and its row being committed; default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flush_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeys {
+    /// Refuse requests without a valid `tf-sk-` key even while no key exists; default false
+    /// (then keys are required as soon as one exists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_key: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAppLimits {
+    /// USD per UTC day for the whole app; default no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_usd: Option<f64>,
+    /// USD per UTC calendar month for the whole app; default no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_usd: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    /// `redis://[:password@]host:port[/db]`. Redis down: each instance enforces limits locally.
+    pub url: String,
+    /// Connect timeout; default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u64>,
+    /// Per-command timeout, after which the admission is decided locally; default 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -291,10 +351,39 @@ pub struct Config {
     pub flagship: Option<TargetId>,
     pub limits: Limits,
     pub max_fallbacks: usize,
+    /// The usage ledger, `None` when disabled.
+    pub ledger: Option<LedgerSettings>,
+    /// Keys required even while none exists.
+    pub require_key: bool,
+    /// App spend limits (USD): (daily, monthly).
+    pub apps: BTreeMap<String, (Option<f64>, Option<f64>)>,
+    pub redis_url: Option<String>,
+    /// Redis (connect, command) timeouts, ms, when set in the file.
+    pub redis_timeouts_ms: (Option<u64>, Option<u64>),
     /// Where it came from (`embedded default` or a path), for logs.
     pub source: String,
     /// The raw form, kept for `GET /config` (secrets redacted there).
     pub raw: RawConfig,
+}
+
+/// Where and how the usage ledger writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerSettings {
+    pub path: PathBuf,
+    pub flush_interval_ms: u64,
+}
+
+/// The default ledger file: `$STATE_DIRECTORY/ledger.db` (systemd `StateDirectory=`; the first
+/// of a `:`-separated list), else `~/.local/state/tierflow/ledger.db`; `None` without either.
+pub fn default_ledger_path() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+        let first = dir.to_string_lossy().split(':').next().unwrap_or("").to_string();
+        if !first.is_empty() {
+            return Some(Path::new(&first).join("ledger.db"));
+        }
+    }
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
+    Some(Path::new(&home).join(".local/state/tierflow/ledger.db"))
 }
 
 /// Overrides from the command line, applied on top of the file.
@@ -377,6 +466,11 @@ impl Config {
                 drain_ms: raw.limits.drain_ms.unwrap_or(10_000),
             },
             max_fallbacks: raw.routing.max_fallbacks.unwrap_or(3),
+            ledger: None,
+            require_key: raw.keys.as_ref().and_then(|k| k.require_key).unwrap_or(false),
+            apps: BTreeMap::new(),
+            redis_url: None,
+            redis_timeouts_ms: (None, None),
             source,
             raw: RawConfig::default(),
         };
@@ -388,6 +482,44 @@ impl Config {
         }
         if !CATEGORIES.contains(&cfg.default_category.as_str()) {
             return Err(invalid("default_category", format!("unknown category `{}`", cfg.default_category)));
+        }
+
+        let ledger_raw = raw.ledger.clone().unwrap_or_default();
+        if ledger_raw.enabled.unwrap_or(true) {
+            let path = match ledger_raw.path.clone().or_else(default_ledger_path) {
+                Some(p) => p,
+                None => {
+                    return Err(invalid(
+                        "ledger.path",
+                        "no default location (neither STATE_DIRECTORY nor HOME is set); set a path or `\"enabled\": false`",
+                    ))
+                }
+            };
+            if path.as_os_str().is_empty() {
+                return Err(invalid("ledger.path", "must not be empty"));
+            }
+            let flush_interval_ms = ledger_raw.flush_interval_ms.unwrap_or(100);
+            if flush_interval_ms == 0 || flush_interval_ms > 60_000 {
+                return Err(invalid("ledger.flush_interval_ms", "must be between 1 and 60000"));
+            }
+            cfg.ledger = Some(LedgerSettings { path, flush_interval_ms });
+        } else if cfg.require_key {
+            return Err(invalid("keys.require_key", "needs the ledger: virtual keys live in its database"));
+        }
+        for (app, l) in &raw.apps {
+            for (v, field) in [(l.daily_usd, "daily_usd"), (l.monthly_usd, "monthly_usd")] {
+                if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                    return Err(invalid(format!("apps.{app}.{field}"), "must be a number >= 0"));
+                }
+            }
+            cfg.apps.insert(app.clone(), (l.daily_usd, l.monthly_usd));
+        }
+        if let Some(r) = &raw.redis {
+            if !r.url.starts_with("redis://") {
+                return Err(invalid("redis.url", "must start with redis://"));
+            }
+            cfg.redis_url = Some(r.url.clone());
+            cfg.redis_timeouts_ms = (r.connect_timeout_ms, r.command_timeout_ms);
         }
 
         // Every model any provider lists is a target, so `/v1/models` and bare names see it.
@@ -525,6 +657,12 @@ impl Config {
         if let Some(a) = raw.admin_key.as_mut() {
             if a.kind != "env" {
                 a.key = a.key.as_ref().map(|_| "<redacted>".to_string());
+            }
+        }
+        if let Some(r) = raw.redis.as_mut() {
+            // `redis://:password@host`: keep the host, hide the credentials.
+            if let Some(at) = r.url.rfind('@') {
+                r.url = format!("redis://<redacted>@{}", &r.url[at + 1..]);
             }
         }
         let mut v = serde_json::to_value(&raw).unwrap_or(serde_json::Value::Null);
@@ -932,6 +1070,36 @@ mod tests {
         assert_eq!(raw.default_category.as_deref(), Some("coding"));
         let raw = parse_raw(r#"{"providers": {"p": {"baseUrl": "http://a//b"}}}"#, "t").unwrap();
         assert_eq!(raw.providers["p"].base_url, "http://a//b");
+    }
+
+    #[test]
+    fn template_parses_and_resolves_ledger_settings() {
+        let raw = parse_raw(include_str!("config_template.jsonc"), "template").unwrap();
+        assert_eq!(raw.ledger.as_ref().and_then(|l| l.flush_interval_ms), Some(100));
+        let raw = parse_raw(
+            r#"{"ledger": {"path": "/tmp/x/l.db", "flush_interval_ms": 50}, "keys": {"require_key": true},
+                "apps": {"billing": {"daily_usd": 5, "monthly_usd": 100}}, "redis": {"url": "redis://:pw@127.0.0.1:7000"}}"#,
+            "t",
+        )
+        .unwrap();
+        let cfg = Config::resolve(raw, &Overrides::default(), "t".into()).unwrap();
+        assert_eq!(cfg.ledger, Some(LedgerSettings { path: "/tmp/x/l.db".into(), flush_interval_ms: 50 }));
+        assert!(cfg.require_key);
+        assert_eq!(cfg.apps["billing"], (Some(5.0), Some(100.0)));
+        assert!(!cfg.redacted_json().contains("pw@"));
+
+        let err = parse_raw(r#"{"ledger": {"path": "x", "flush": 1}}"#, "t").unwrap_err().to_string();
+        assert!(err.contains("ledger") && err.contains("flush"), "{err}");
+        let err = parse_raw(r#"{"apps": {"a": {"daily": 1}}}"#, "t").unwrap_err().to_string();
+        assert!(err.contains("apps.a"), "{err}");
+        let raw = parse_raw(r#"{"ledger": {"enabled": false}, "keys": {"require_key": true}}"#, "t").unwrap();
+        let err = Config::resolve(raw, &Overrides::default(), "t".into()).unwrap_err().to_string();
+        assert!(err.contains("keys.require_key"), "{err}");
+        let raw = parse_raw(r#"{"apps": {"a": {"daily_usd": -1}}}"#, "t").unwrap();
+        let err = Config::resolve(raw, &Overrides::default(), "t".into()).unwrap_err().to_string();
+        assert!(err.contains("apps.a.daily_usd"), "{err}");
+        let raw = parse_raw(r#"{"ledger": {"enabled": false}}"#, "t").unwrap();
+        assert!(Config::resolve(raw, &Overrides::default(), "t".into()).unwrap().ledger.is_none());
     }
 
     #[test]

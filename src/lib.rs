@@ -15,6 +15,9 @@
 //!
 //! Modules, in pipeline order: `runtime` (cores, signals) → `pipeline` (the stages) over `http`
 //! (wire format) and `providers` (dialects), configured by `config`, failing through `error`.
+//! The accounting engine — `ledger` (usage rows in SQLite, virtual keys, budgets and rate limits,
+//! optionally shared through Redis) and `stats` (per-core counters, Prometheus text) — is driven
+//! by the pipeline's `account` stage and the `keys`/`usage` commands.
 
 pub mod config;
 pub mod error;
@@ -25,3 +28,5 @@ pub mod pipeline;
 pub mod providers;
 pub mod api;
 pub mod cli;
+pub mod ledger;
+pub mod stats;

@@ -4,6 +4,8 @@
 
 mod support;
 mod service;
+#[path = "gateway_accounting.rs"]
+mod accounting;
 
 use std::io::{BufReader, Read, Write};
 use std::sync::atomic::Ordering;

@@ -127,6 +127,11 @@ impl Pool {
     }
 
     /// Idle connections across all upstreams, for /stats.
+    /// Idle connections to one endpoint (`Endpoint::pool_key`).
+    pub fn idle_count_for(&self, pool_key: &str) -> usize {
+        self.idle.borrow().get(pool_key).map_or(0, Vec::len)
+    }
+
     pub fn idle_count(&self) -> usize {
         self.idle.borrow().values().map(Vec::len).sum()
     }

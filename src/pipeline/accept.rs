@@ -299,10 +299,12 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
         let query = head.query.clone().map(|q| &buf[q]);
         let done = match (head.method, path) {
             (Method::Post, b"/v1/chat/completions") | (Method::Post, b"/chat/completions") => {
-                handle_chat(&worker, &mut stream, &mut out, body_ref, &mut scratch, keep_alive, started).await
+                let caller = super::Caller::from_head(&head, &buf);
+                handle_chat(&worker, &mut stream, &mut out, body_ref, &mut scratch, keep_alive, started, caller).await
             }
             (Method::Post, b"/v1/messages") | (Method::Post, b"/messages") => {
-                super::messages::handle_messages(&worker, &mut stream, &mut out, body_ref, &mut scratch, keep_alive, started)
+                let caller = super::Caller::from_head(&head, &buf);
+                super::messages::handle_messages(&worker, &mut stream, &mut out, body_ref, &mut scratch, keep_alive, started, caller)
                     .await
             }
             (Method::Post, b"/v1/messages/count_tokens") | (Method::Post, b"/messages/count_tokens") => {

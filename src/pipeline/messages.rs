@@ -26,6 +26,7 @@ pub async fn handle_messages(
     scratch: &mut Vec<u8>,
     keep_alive: bool,
     started: Instant,
+    caller: super::Caller<'_>,
 ) -> Done {
     let chat_body = match anthropic::messages_request_to_chat(body) {
         Ok((b, _info)) => b,
@@ -33,7 +34,7 @@ pub async fn handle_messages(
     };
     let input_tokens_hint = anthropic::count_tokens_local(body).unwrap_or(0);
     let inbound = Inbound { original: body, input_tokens_hint };
-    handle_chat_as(worker, stream, out, &chat_body, scratch, keep_alive, started, Some(inbound)).await
+    handle_chat_as(worker, stream, out, &chat_body, scratch, keep_alive, started, caller, Some(inbound)).await
 }
 
 /// `POST /v1/messages/count_tokens`: a local estimate, `{"input_tokens": n}`.

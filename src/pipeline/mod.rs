@@ -5,7 +5,12 @@
 //! 3. `route`   — model name / tier / route / prefix / classifier → a chain of upstream targets
 //! 4. `forward` — pooled upstream connections, failover before the first byte
 //! 5. `relay`   — JSON or SSE back to the client, routing metadata added
-//! 6. `account` — the metadata object, cost, per-core counters
+//! 6. `account` — the metadata object, cost, per-core counters, the usage record
+//!
+//! Before forwarding, `handle_chat` also admits the request: virtual key (401/403), then the
+//! budgets and rate limits of the key and its app (429 + Retry-After); after the relay the
+//! reservation is settled with the real usage and one `UsageRecord` goes to the ledger — for
+//! every chat request, errors the gateway produced included.
 //!
 //! `handle_chat` below is the whole path; each stage leaves wire details to `http`. Anthropic
 //! Messages clients (`messages`) take the same path with their body translated, and get their
@@ -25,15 +30,17 @@ use std::time::Instant;
 use monoio::net::TcpStream;
 
 use crate::error::GatewayError;
+use crate::http::head::{bearer_token, RequestHead};
 use crate::http::pool::Pool;
-use crate::config::Dialect;
 use crate::http::response;
-use crate::providers::anthropic;
+use crate::ledger::{KeyInfo, Outcome as LedgerOutcome};
 use crate::runtime::Shared;
 
-use account::{RouteMeta, WorkerCounters};
+use account::{Acct, CoreAccounting, RouteMeta, WorkerCounters};
 use forward::{AnthropicOriginal, Outgoing};
 use relay::Dialects;
+use crate::config::Dialect;
+use crate::providers::anthropic;
 
 /// Everything one worker core owns: its pool, its counters, and a handle on shared state.
 pub struct Worker {
@@ -42,13 +49,47 @@ pub struct Worker {
     pub pool: Pool,
     pub counters: Arc<WorkerCounters>,
     pub conns: accept::ConnRegistry,
+    /// This core's ledger ring, stats writer and Redis budget.
+    pub acct: CoreAccounting,
 }
 
 impl Worker {
+    /// Builds the core's state; call on the core's own thread (the Redis budget is `!Send`).
     pub fn new(id: usize, shared: Arc<Shared>) -> Self {
         let counters = shared.counters[id].clone();
-        Worker { id, shared, pool: Pool::new(), counters, conns: accept::ConnRegistry::default() }
+        let acct = shared.accounting.core();
+        Worker { id, shared, pool: Pool::new(), counters, conns: accept::ConnRegistry::default(), acct }
     }
+}
+
+/// Who a request says it is: its key and `X-TierFlow-App`/`-Env` headers (slices of the read buffer).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Caller<'a> {
+    /// `Authorization: Bearer …` token, else the `x-api-key` value.
+    pub token: Option<&'a [u8]>,
+    pub app: Option<&'a [u8]>,
+    pub env: Option<&'a [u8]>,
+}
+
+impl<'a> Caller<'a> {
+    pub fn from_head(head: &RequestHead, buf: &'a [u8]) -> Caller<'a> {
+        let token = head
+            .authorization
+            .clone()
+            .and_then(|r| bearer_token(&buf[r]))
+            .or_else(|| head.x_api_key.clone().map(|r| buf[r].trim_ascii()));
+        let nonempty = |r: Option<std::ops::Range<usize>>| r.map(|r| buf[r].trim_ascii()).filter(|v| !v.is_empty());
+        Caller { token, app: nonempty(head.app.clone()), env: nonempty(head.env.clone()) }
+    }
+}
+
+/// Header values used as labels: bounded and printable, else ignored.
+fn label_value(v: Option<&[u8]>) -> Option<Arc<str>> {
+    let v = v?;
+    if v.len() > 64 || !v.iter().all(|&b| b.is_ascii_graphic()) {
+        return None;
+    }
+    std::str::from_utf8(v).ok().map(Arc::from)
 }
 
 /// What the connection loop should do after a request.
@@ -94,7 +135,9 @@ pub struct Inbound<'a> {
     pub input_tokens_hint: u32,
 }
 
-/// `POST /v1/chat/completions`: parse → route → forward → relay → account.
+/// `POST /v1/chat/completions`: authenticate → parse → route → admit → forward → relay →
+/// settle → account. Every outcome, errors included, ends as one `UsageRecord`.
+#[allow(clippy::too_many_arguments)]
 pub async fn handle_chat(
     worker: &Worker,
     stream: &mut TcpStream,
@@ -103,8 +146,9 @@ pub async fn handle_chat(
     scratch: &mut Vec<u8>,
     keep_alive: bool,
     started: Instant,
+    caller: Caller<'_>,
 ) -> Done {
-    handle_chat_as(worker, stream, out, body, scratch, keep_alive, started, None).await
+    handle_chat_as(worker, stream, out, body, scratch, keep_alive, started, caller, None).await
 }
 
 /// The chat path for an OpenAI body; `inbound` is set when that body is the translation of an
@@ -118,10 +162,74 @@ pub async fn handle_chat_as(
     scratch: &mut Vec<u8>,
     keep_alive: bool,
     started: Instant,
+    caller: Caller<'_>,
+    inbound: Option<Inbound<'_>>,
+) -> Done {
+    let time_ms = crate::ledger::now_ms();
+    let mut acct = Acct::default();
+    let done = chat(worker, stream, out, body, scratch, keep_alive, started, caller, &mut acct, inbound).await;
+    let latency_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
+    let (rec, saved) = acct.into_record(&worker.shared.accounting.labels, time_ms, done.status, latency_ms);
+    for f in &rec.fallback_models {
+        worker.shared.accounting.count_failover(f);
+    }
+    worker.acct.finish(rec, saved);
+    if let Some(rb) = worker.acct.redis.as_ref().filter(|rb| rb.state().is_up()) {
+        // Settlements queued by this request go out now (else with the next admission). While
+        // Redis is down, admission's own probe finds out when it is back; no connect here.
+        let _ = rb.flush_pending().await;
+    }
+    done
+}
+
+/// The key a request must present, when keys are in force: `Ok(None)` when they are not.
+fn authenticate(worker: &Worker, cfg: &crate::config::Config, caller: &Caller<'_>) -> Result<Option<Arc<KeyInfo>>, GatewayError> {
+    let accounting = &worker.shared.accounting;
+    let Some(store) = accounting.keys.as_ref().filter(|_| accounting.keys_required(cfg)) else {
+        return Ok(None);
+    };
+    let Some(token) = caller.token else {
+        return Err(GatewayError::Unauthorized {
+            message: "missing API key: send `Authorization: Bearer tf-sk-…` (or `x-api-key`)".into(),
+        });
+    };
+    match std::str::from_utf8(token).ok().and_then(|t| store.lookup(t)) {
+        Some(k) => Ok(Some(k)),
+        None => Err(GatewayError::Unauthorized { message: "invalid or revoked API key".into() }),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn chat(
+    worker: &Worker,
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    body: &[u8],
+    scratch: &mut Vec<u8>,
+    keep_alive: bool,
+    started: Instant,
+    caller: Caller<'_>,
+    acct: &mut Acct,
     inbound: Option<Inbound<'_>>,
 ) -> Done {
     let anthropic_client = inbound.is_some();
     let cfg = worker.shared.config.load_full();
+    let key = match authenticate(worker, &cfg, &caller) {
+        Ok(k) => k,
+        Err(e) => return respond_error_as(stream, out, &e, keep_alive, anthropic_client).await,
+    };
+    if let Some(k) = &key {
+        acct.key_id = Some(k.id.clone());
+        acct.app = Some(k.app.clone());
+        acct.env = Some(k.env.clone());
+    } else {
+        acct.app = label_value(caller.app);
+        acct.env = label_value(caller.env);
+    }
+    if worker.acct.ledger_saturated() {
+        let e = GatewayError::ServiceUnavailable { message: "the usage ledger is behind; retry shortly".into() };
+        return respond_error_as(stream, out, &e, keep_alive, anthropic_client).await;
+    }
     // simd-json rewrites its input; parse a copy so the original bytes can be forwarded.
     scratch.clear();
     scratch.extend_from_slice(body);
@@ -132,21 +240,62 @@ pub async fn handle_chat_as(
     let Some(members) = parse::top_level_members(body) else {
         return respond_error_as(stream, out, &GatewayError::malformed("request body must be a JSON object"), keep_alive, anthropic_client).await;
     };
+    acct.requested_model = req.model.to_string();
+    acct.stream = req.stream;
     let decision = match route::resolve(&cfg, &req) {
         Ok(d) => d,
         Err(e) => return respond_error_as(stream, out, &e, keep_alive, anthropic_client).await,
+    };
+    acct.category = decision.category;
+    acct.tier = decision.tier;
+    let requested = req.model.as_ref();
+    // The route label: `auto`, `tier-N`, a named route, or `direct` (a model asked for by name).
+    let is_tier = matches!(requested.as_bytes(), [b't', b'i', b'e', b'r', b'-', b'1'..=b'4']);
+    let named = requested == "auto" || is_tier || cfg.routes.contains_key(requested);
+    acct.route = Some(Arc::from(if named { requested } else { "direct" }));
+    // A key may be limited to some models: the requested name or the target it resolves to.
+    if let Some(k) = &key {
+        let primary = decision.targets.first().map(|t| t.name(&cfg)).unwrap_or_default();
+        if !k.allows_model(requested) && !k.allows_model(&primary) {
+            let e = GatewayError::Forbidden {
+                message: format!("this API key may not use model `{requested}`"),
+                code: "model_not_allowed",
+            };
+            return respond_error_as(stream, out, &e, keep_alive, anthropic_client).await;
+        }
+    }
+    // Admission: reserve an estimate (whole body bytes / 4 as prompt tokens, which is never below
+    // the upstream's count of the rewritten body, plus max_tokens or a default) at the primary's price.
+    let est_prompt = (body.len() as u64).div_ceil(4);
+    let est_tokens = est_prompt + req.max_tokens.unwrap_or(account::DEFAULT_OUTPUT_TOKENS_ESTIMATE);
+    let est_cost = decision
+        .targets
+        .first()
+        .and_then(|t| t.price(&cfg))
+        .map(|p| account::cost_usd(&p, &parse::Usage { prompt_tokens: est_prompt, completion_tokens: est_tokens - est_prompt }))
+        .unwrap_or(0.0);
+    let admit_key = key.clone().unwrap_or_else(|| worker.shared.accounting.anonymous.clone());
+    let app: &str = acct.app.as_deref().unwrap_or("default");
+    let admitted = match &worker.acct.redis {
+        Some(rb) => rb.admit(&admit_key, app, est_cost, est_tokens).await,
+        None => worker.shared.accounting.budget.admit(&admit_key, app, est_cost, est_tokens),
+    };
+    let reservation = match admitted {
+        Ok(r) => r,
+        Err(rej) => {
+            worker.acct.stats.budget_rejected(rej.limit);
+            let e = GatewayError::RateLimited {
+                message: format!("{rej} (limit `{}`)", rej.limit.as_str()),
+                retry_after_s: rej.retry_after_s.max(1),
+            };
+            return respond_error_as(stream, out, &e, keep_alive, anthropic_client).await;
+        }
     };
     // A forcing prefix is stripped before forwarding: rewrite `messages` (rare path).
     let messages_override = match decision.strip_prefix {
         Some(n) => strip_prefix_messages(body, &members, n),
         None => None,
     };
-    let prompt_bytes: usize = req.messages.iter().map(|m| m.text.len()).sum();
-    let client_wants_usage = req.include_usage;
-    let stream_requested = req.stream;
-    let requested_model = req.model.to_string();
-    drop(req);
-
     // An Anthropic client's own body goes to Anthropic upstreams (prefix stripped the same way).
     let anthropic_members = match &inbound {
         Some(i) => match parse::top_level_members(i.original) {
@@ -162,6 +311,12 @@ pub async fn handle_chat_as(
         (Some(i), Some(m), Some(n)) => strip_prefix_messages(i.original, m, n),
         _ => None,
     };
+    let prompt_bytes: usize = req.messages.iter().map(|m| m.text.len()).sum();
+    let client_wants_usage = req.include_usage;
+    let stream_requested = req.stream;
+    let requested_model = req.model.to_string();
+    drop(req);
+
     let outgoing = Outgoing {
         original: body,
         members: &members,
@@ -175,10 +330,13 @@ pub async fn handle_chat_as(
         },
     };
     let pre_upstream_us = started.elapsed().as_micros() as u64;
+    acct.pre_upstream_us = pre_upstream_us;
     let fwd = match forward::forward(worker, &cfg, &decision, &outgoing).await {
         Ok(f) => f,
         Err(e) => return respond_error_as(stream, out, &e, keep_alive, anthropic_client).await,
     };
+    acct.upstream_status = fwd.head.status;
+    acct.ttfb_ms = fwd.head_at.duration_since(fwd.sent_at).as_millis().min(u32::MAX as u128) as u32;
     let target = &decision.targets[fwd.chosen];
     let upstream_model = target.model(&cfg).to_string();
     let dialects = match (&inbound, cfg.providers[target.provider(&cfg)].dialect) {
@@ -212,16 +370,29 @@ pub async fn handle_chat_as(
     } else {
         relay::relay_json(worker, stream, out, fwd, &mut meta, keep_alive, pre_upstream_us, dialects).await
     };
-    if let Some(u) = meta.usage {
-        worker.counters.prompt_tokens.add(u.prompt_tokens);
-        worker.counters.completion_tokens.add(u.completion_tokens);
+    // Upstream gauges: this provider's idle pool after the exchange, and which providers failed.
+    let pi = target.provider(&cfg);
+    if let Some(c) = worker.counters.pool_idle.get(pi) {
+        c.set(worker.pool.idle_count_for(&cfg.providers[pi].pool_key) as u64);
     }
-    if let Some(c) = meta.estimated_cost_usd {
-        worker.counters.cost_micro_usd.add((c * 1e6).round() as u64);
+    if let Some(c) = worker.counters.failing.get(pi) {
+        c.set(0);
     }
-    if let Some(s) = meta.saved_vs_flagship {
-        worker.counters.saved_micro_usd.add((s * 1e6).round() as u64);
+    for f in &meta.fallbacks {
+        let name = f.split('/').next().unwrap_or("");
+        if let Some(c) = cfg.providers.iter().position(|p| p.name == name).and_then(|i| worker.counters.failing.get(i)) {
+            c.set(1);
+        }
     }
+    let tokens = meta.usage.map_or(0, |u| u.prompt_tokens + u.completion_tokens);
+    reservation.settle(meta.estimated_cost_usd.unwrap_or(0.0), tokens);
+    acct.outcome = Some(match relayed.outcome {
+        relay::Outcome::Ok => LedgerOutcome::Ok,
+        relay::Outcome::ClientGone => LedgerOutcome::ClientCancelled,
+        relay::Outcome::UpstreamBroken => LedgerOutcome::UpstreamBroken,
+        relay::Outcome::UpstreamFailed => LedgerOutcome::Error,
+    });
+    acct.meta = Some(meta);
     Done { keep_alive: relayed.keep_alive, status: relayed.status }
 }
 

@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use monoio::net::{ListenerOpts, TcpListener};
 
 use crate::config::Config;
-use crate::pipeline::account::WorkerCounters;
+use crate::pipeline::account::{Accounting, WorkerCounters};
 use crate::pipeline::Worker;
 
 /// Which I/O driver the workers run on.
@@ -48,6 +48,8 @@ pub struct Shared {
     pub workers: usize,
     pub driver: DriverKind,
     pub counters: Vec<Arc<WorkerCounters>>,
+    /// Keys, budgets, ledger and stats registry (the accounting engine).
+    pub accounting: Arc<Accounting>,
     listener_fds: Mutex<Vec<i32>>,
 }
 
@@ -75,10 +77,34 @@ impl Shared {
         }
     }
 
-    /// Prometheus text of the counters merged across cores.
+    /// The /stats text: the accounting engine's families (requests by status, route, model, app;
+    /// tokens, cost, savings, outcomes, budget rejections, latency histograms), upstream pools
+    /// and failovers, Redis and ledger state, then the connection-level counters of this module.
     pub fn render_stats(&self) -> String {
+        use crate::stats::{render_prometheus, Scrape, UpstreamGauge};
         use std::fmt::Write;
-        let mut s = String::with_capacity(2048);
+        let snapshot = self.accounting.stats.snapshot();
+        let cfg = self.config.load();
+        let failovers = self.accounting.upstream_failovers.lock().map(|m| m.clone()).unwrap_or_default();
+        let upstreams: Vec<UpstreamGauge> = cfg
+            .providers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| UpstreamGauge {
+                upstream: p.name.clone(),
+                pool_connections: self.counters.iter().map(|c| c.pool_idle_by_provider(i)).sum(),
+                healthy: self.counters.iter().all(|c| !c.provider_failing(i)),
+                failovers_total: failovers.get(&p.name).copied().unwrap_or(0),
+            })
+            .collect();
+        let redis_up = self.accounting.redis.as_ref().map(|r| r.is_up());
+        let mut s = render_prometheus(&Scrape {
+            stats: &snapshot,
+            classifier: None,
+            upstreams: &upstreams,
+            redis_up,
+            ledger: self.accounting.ledger_counters(),
+        });
         macro_rules! sum {
             ($f:ident) => {
                 self.counters.iter().map(|c| c.$f.get()).sum::<u64>()
@@ -87,24 +113,17 @@ impl Shared {
         let mut counter = |name: &str, help: &str, v: u64| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
-        counter("tierflow_requests_total", "Requests received.", sum!(requests));
-        counter("tierflow_responses_2xx_total", "Responses with a 2xx status.", sum!(responses_2xx));
-        counter("tierflow_responses_4xx_total", "Responses with a 4xx status.", sum!(responses_4xx));
-        counter("tierflow_responses_5xx_total", "Responses with a 5xx status.", sum!(responses_5xx));
+        counter("tierflow_http_requests_total", "HTTP requests received on every endpoint.", sum!(requests));
+        counter("tierflow_http_responses_2xx_total", "Responses with a 2xx status (every endpoint).", sum!(responses_2xx));
+        counter("tierflow_http_responses_4xx_total", "Responses with a 4xx status (every endpoint).", sum!(responses_4xx));
+        counter("tierflow_http_responses_5xx_total", "Responses with a 5xx status (every endpoint).", sum!(responses_5xx));
         counter("tierflow_streams_total", "Streamed responses.", sum!(streams));
-        counter("tierflow_failovers_total", "Requests answered by a fallback target.", sum!(failovers));
         counter("tierflow_upstream_errors_total", "Upstream attempts that failed.", sum!(upstream_errors));
         counter("tierflow_client_cancels_total", "Streams abandoned by the client.", sum!(client_cancels));
-        counter("tierflow_prompt_tokens_total", "Prompt tokens accounted.", sum!(prompt_tokens));
-        counter("tierflow_completion_tokens_total", "Completion tokens accounted.", sum!(completion_tokens));
         counter("tierflow_connections_total", "Downstream connections accepted.", sum!(connections_open));
         counter("tierflow_connections_rejected_total", "Connections refused over the per-core limit.", sum!(connections_rejected));
-        let cost = sum!(cost_micro_usd) as f64 / 1e6;
-        let saved = sum!(saved_micro_usd) as f64 / 1e6;
-        let _ = writeln!(s, "# HELP tierflow_cost_usd_total Estimated upstream cost.\n# TYPE tierflow_cost_usd_total counter\ntierflow_cost_usd_total {cost}");
-        let _ = writeln!(s, "# HELP tierflow_saved_vs_flagship_usd_total Saved against the flagship model.\n# TYPE tierflow_saved_vs_flagship_usd_total counter\ntierflow_saved_vs_flagship_usd_total {saved}");
-        let _ = writeln!(s, "# HELP tierflow_upstream_connections_opened_total Upstream connections opened.\n# TYPE tierflow_upstream_connections_opened_total counter\ntierflow_upstream_connections_opened_total {}", sum!(pool_opened));
-        let _ = writeln!(s, "# HELP tierflow_upstream_connections_reused_total Requests sent on a pooled connection.\n# TYPE tierflow_upstream_connections_reused_total counter\ntierflow_upstream_connections_reused_total {}", sum!(pool_reused));
+        counter("tierflow_upstream_connections_opened_total", "Upstream connections opened.", sum!(pool_opened));
+        counter("tierflow_upstream_connections_reused_total", "Requests sent on a pooled connection.", sum!(pool_reused));
         s
     }
 }
@@ -164,7 +183,7 @@ impl Running {
 }
 
 /// Binds the listeners and starts the worker cores. Returns once every core listens.
-pub fn start(config: Arc<Config>) -> anyhow::Result<Running> {
+pub fn start(config: Arc<Config>, accounting: Arc<Accounting>) -> anyhow::Result<Running> {
     let workers = config.workers.max(1);
     let driver = choose_driver();
     let counters = (0..workers).map(|_| Arc::new(WorkerCounters::default())).collect();
@@ -175,6 +194,7 @@ pub fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         workers,
         driver,
         counters,
+        accounting,
         listener_fds: Mutex::new(Vec::new()),
     });
     // Port 0: let the first listener pick, the others join it through SO_REUSEPORT.
