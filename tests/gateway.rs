@@ -4,6 +4,7 @@
 
 mod support;
 mod service;
+mod resilience;
 #[path = "gateway_accounting.rs"]
 mod accounting;
 

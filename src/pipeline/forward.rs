@@ -17,7 +17,7 @@ use crate::providers;
 use crate::providers::anthropic::{chat_to_messages_request, RequestOptions, TranslateError};
 
 use super::parse::{build_upstream_body, Member};
-use super::route::RouteDecision;
+use super::route::{RouteDecision, RouteTarget};
 use super::Worker;
 
 /// A target that was tried and failed, for the routing metadata and error messages.
@@ -79,7 +79,7 @@ fn chat_value(req: &Outgoing<'_>) -> Result<serde_json::Value, TranslateError> {
 
 pub async fn forward(
     worker: &Worker,
-    cfg: &Config,
+    cfg: &std::sync::Arc<Config>,
     decision: &RouteDecision,
     req: &Outgoing<'_>,
 ) -> Result<Forwarded, GatewayError> {
@@ -89,7 +89,14 @@ pub async fn forward(
     let mut body = Vec::new();
     let mut wire = Vec::new();
     let mut parsed: Option<Result<serde_json::Value, TranslateError>> = None;
-    for (idx, target) in decision.targets.iter().enumerate().take(limit) {
+    let health = worker.health(cfg);
+    let order = health_order(cfg, decision, &health, crate::ledger::now_ms());
+    for (n, idx) in order.into_iter().enumerate().take(limit) {
+        let target = &decision.targets[idx];
+        let health_id = match target {
+            RouteTarget::Configured(id) => Some(*id),
+            RouteTarget::Explicit { .. } => None,
+        };
         let provider = &cfg.providers[target.provider(cfg)];
         body.clear();
         match (provider.dialect, &req.anthropic_original) {
@@ -133,19 +140,28 @@ pub async fn forward(
             max_idle: provider.pool_max_idle,
             idle_ms: provider.pool_idle_ms,
         };
+        let attempt_start = Instant::now();
         let result = try_once(worker, &ep, &mut wire, first_byte_timeout_ms).await;
+        let record = |ok: bool, at: Instant| {
+            if let Some(id) = health_id {
+                let us = at.duration_since(attempt_start).as_micros().min(u64::MAX as u128) as u64;
+                health.record(id, us, ok, crate::ledger::now_ms());
+            }
+        };
         worker.counters.pool_opened.set(worker.pool.opened.get());
         worker.counters.pool_reused.set(worker.pool.reused.get());
         match result {
             Ok((conn, head, sent_at)) => {
                 if head.status == 429 || head.status >= 500 {
+                    record(false, Instant::now());
                     attempts.push(Attempt { target: target.name(cfg), error: format!("HTTP {}", head.status) });
                     failures.push(Failure::Other);
                     worker.counters.upstream_errors.inc();
                     drop(conn); // body unread: never reuse
                     continue;
                 }
-                if idx > 0 {
+                record(true, Instant::now());
+                if n > 0 {
                     worker.counters.failovers.inc();
                 }
                 return Ok(Forwarded {
@@ -160,6 +176,7 @@ pub async fn forward(
                 });
             }
             Err(e) => {
+                record(false, Instant::now());
                 worker.counters.upstream_errors.inc();
                 failures.push(if e.is_timeout() {
                     Failure::Timeout
@@ -187,6 +204,32 @@ pub async fn forward(
     } else {
         GatewayError::UpstreamFailed { message }
     })
+}
+
+/// The order to try the chain in: by upstream health when every target is a configured one
+/// (open circuits skipped, the fastest first among targets with the SAME price — the configured
+/// order between differently priced targets is the operator's cost decision and is kept —, the
+/// latency budget honoured); configured order otherwise.
+fn health_order(
+    cfg: &Config,
+    decision: &RouteDecision,
+    health: &crate::health::HealthTable,
+    now_ms: u64,
+) -> Vec<usize> {
+    let mut candidates = Vec::with_capacity(decision.targets.len());
+    for (i, t) in decision.targets.iter().enumerate() {
+        let RouteTarget::Configured(id) = t else {
+            return (0..decision.targets.len()).collect();
+        };
+        let price = t.price(cfg).map(|p| (p.input.to_bits(), p.output.to_bits()));
+        // Group = position of the first target with the same price.
+        let group = decision.targets[..i]
+            .iter()
+            .position(|o| o.price(cfg).map(|p| (p.input.to_bits(), p.output.to_bits())) == price)
+            .unwrap_or(i);
+        candidates.push(crate::health::Candidate { target: *id, tier: group.min(255) as u8 });
+    }
+    crate::health::order_chain(&candidates, health, decision.latency_budget_ms, decision.fallback, now_ms)
 }
 
 /// One target: checkout, send, read the head. A reused connection that turns out dead is replaced

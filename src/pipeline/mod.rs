@@ -51,6 +51,9 @@ pub struct Worker {
     pub conns: accept::ConnRegistry,
     /// This core's ledger ring, stats writer and Redis budget.
     pub acct: CoreAccounting,
+    /// Upstream health (EWMA TTFB, error rate, circuit breakers) for the config snapshot it was
+    /// built for; rebuilt when a reload swaps the snapshot.
+    health: std::cell::RefCell<Option<(usize, std::rc::Rc<crate::health::HealthTable>)>>,
 }
 
 impl Worker {
@@ -58,7 +61,34 @@ impl Worker {
     pub fn new(id: usize, shared: Arc<Shared>) -> Self {
         let counters = shared.counters[id].clone();
         let acct = shared.accounting.core();
-        Worker { id, shared, pool: Pool::new(), counters, conns: accept::ConnRegistry::default(), acct }
+        Worker {
+            id,
+            shared,
+            pool: Pool::new(),
+            counters,
+            conns: accept::ConnRegistry::default(),
+            acct,
+            health: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// This core's health table for `cfg`.
+    pub fn health(&self, cfg: &Arc<crate::config::Config>) -> std::rc::Rc<crate::health::HealthTable> {
+        let key = Arc::as_ptr(cfg) as usize;
+        let mut slot = self.health.borrow_mut();
+        if let Some((k, t)) = slot.as_ref() {
+            if *k == key {
+                return t.clone();
+            }
+        }
+        let board = self.shared.health_board(cfg);
+        let table = std::rc::Rc::new(crate::health::HealthTable::with_board(
+            crate::health::HealthConfig::default(),
+            board,
+            self.id,
+        ));
+        *slot = Some((key, table.clone()));
+        table
     }
 }
 

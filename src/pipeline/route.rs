@@ -90,6 +90,8 @@ pub struct RouteDecision {
     pub timeout_ms: Option<u64>,
     /// Whether fallbacks may be tried (`route.fallback`).
     pub fallback: bool,
+    /// `route.latency_budget_ms`: prefer a target whose recent time to first byte fits.
+    pub latency_budget_ms: Option<u64>,
 }
 
 /// Prompt prefixes that force a category; returns the category and the bytes to strip
@@ -162,6 +164,7 @@ pub fn resolve(cfg: &Config, req: &ChatRequest<'_>) -> Result<RouteDecision, Gat
             strip_prefix: strip,
             timeout_ms: chain.timeout_ms,
             fallback,
+            latency_budget_ms: req.route.latency_budget_ms,
         });
     }
     if let Some(t) = model.strip_prefix("tier-") {
@@ -181,6 +184,7 @@ pub fn resolve(cfg: &Config, req: &ChatRequest<'_>) -> Result<RouteDecision, Gat
             strip_prefix: None,
             timeout_ms: chain.timeout_ms,
             fallback,
+            latency_budget_ms: req.route.latency_budget_ms,
         });
     }
     if let Some(chain) = cfg.routes.get(model) {
@@ -193,6 +197,7 @@ pub fn resolve(cfg: &Config, req: &ChatRequest<'_>) -> Result<RouteDecision, Gat
             strip_prefix: None,
             timeout_ms: chain.timeout_ms,
             fallback,
+            latency_budget_ms: req.route.latency_budget_ms,
         });
     }
     let single = |t: RouteTarget, reason: &str| RouteDecision {
@@ -204,6 +209,7 @@ pub fn resolve(cfg: &Config, req: &ChatRequest<'_>) -> Result<RouteDecision, Gat
         strip_prefix: None,
         timeout_ms: None,
         fallback,
+        latency_budget_ms: req.route.latency_budget_ms,
     };
     if let Some((provider, m)) = cfg.explicit_target(model) {
         let name = format!("{}/{}", cfg.providers[provider].name, m);

@@ -50,10 +50,27 @@ pub struct Shared {
     pub counters: Vec<Arc<WorkerCounters>>,
     /// Keys, budgets, ledger and stats registry (the accounting engine).
     pub accounting: Arc<Accounting>,
+    /// Cross-core upstream health board for the current config snapshot (keyed by its address;
+    /// rebuilt when a reload changes the target list). Locked only when a core first sees a snapshot.
+    health_board: Mutex<Option<(usize, crate::health::SharedHealth)>>,
     listener_fds: Mutex<Vec<i32>>,
 }
 
 impl Shared {
+    /// The health board shared by all cores for `cfg`.
+    pub fn health_board(&self, cfg: &Arc<Config>) -> crate::health::SharedHealth {
+        let key = Arc::as_ptr(cfg) as usize;
+        let mut guard = self.health_board.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some((k, board)) if *k == key => board.clone(),
+            _ => {
+                let board = crate::health::SharedHealth::new(self.workers, cfg.targets.len());
+                *guard = Some((key, board.clone()));
+                board
+            }
+        }
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown.load(Ordering::Relaxed)
     }
@@ -195,6 +212,7 @@ pub fn start(config: Arc<Config>, accounting: Arc<Accounting>) -> anyhow::Result
         driver,
         counters,
         accounting,
+        health_board: Mutex::new(None),
         listener_fds: Mutex::new(Vec::new()),
     });
     // Port 0: let the first listener pick, the others join it through SO_REUSEPORT.

@@ -128,6 +128,9 @@ fn serve<S: Read + Write>(stream: S, raw: Option<TcpStream>, st: &MockState) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
+        if st.down.load(Ordering::SeqCst) {
+            return; // upstream "down": established connections die too
+        }
         st.requests.fetch_add(1, Ordering::SeqCst);
         let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
         let model = req["model"].as_str().unwrap_or("").to_string();

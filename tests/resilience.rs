@@ -1,0 +1,81 @@
+//! Upstream health in the request path: a failing upstream is failed over without client errors,
+//! its circuit opens so traffic shifts away, and it gets traffic again once it recovers.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{chat, mock, Gateway};
+
+#[test]
+fn circuit_breaker_shifts_traffic_and_recovers() {
+    let a = mock::start(None);
+    let b = mock::start(None);
+    let cfg = json!({
+        "providers": {
+            "a": {"baseUrl": format!("http://{}/v1", a.addr), "models": ["ok"], "connect_timeout_ms": 500, "first_byte_timeout_ms": 2000},
+            "b": {"baseUrl": format!("http://{}/v1", b.addr), "models": ["ok"], "connect_timeout_ms": 500, "first_byte_timeout_ms": 2000}
+        },
+        "tiers": {"2": {"primary": "a/ok", "fallback": ["b/ok"]}},
+        "prices": {"a/ok": {"input": 0.1, "output": 0.1}, "b/ok": {"input": 1.0, "output": 1.0}}
+    });
+    let gw = Gateway::spawn_with(&cfg, &["--workers", "1"], &[]);
+    let ask = || chat(gw.addr, &json!({"model": "tier-2", "messages": [{"role": "user", "content": "x"}]}));
+    for _ in 0..5 {
+        assert_eq!(ask().json()["tierflow"]["routed_model"], "a/ok");
+    }
+    a.state.down.store(true, Ordering::SeqCst);
+    let conns_before = a.state.connections.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        let r = ask();
+        assert_eq!(r.status, 200, "no client error while the primary is down");
+        assert_eq!(r.json()["tierflow"]["routed_model"], "b/ok");
+    }
+    // The circuit opened after 5 consecutive failures (each failure may cost a stale pooled
+    // connection plus a fresh one): later requests skip `a` without touching it.
+    let tried = a.state.connections.load(Ordering::SeqCst) - conns_before;
+    assert!(tried <= 12, "a was tried {tried} times");
+    let r = ask();
+    assert!(r.json()["tierflow"]["fallbacks"].as_array().unwrap().is_empty(), "open circuit is skipped, not failed over");
+    // Recovery: after the cool-down a probe goes to `a`, succeeds, and the circuit closes.
+    a.state.down.store(false, Ordering::SeqCst);
+    let served_before = a.state.requests.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(5_300));
+    let mut back = false;
+    for _ in 0..10 {
+        if ask().json()["tierflow"]["routed_model"] == "a/ok" {
+            back = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(back, "traffic returned to a");
+    assert!(a.state.requests.load(Ordering::SeqCst) > served_before);
+    for _ in 0..3 {
+        assert_eq!(ask().json()["tierflow"]["routed_model"], "a/ok");
+    }
+}
+
+#[test]
+fn latency_budget_prefers_the_target_that_fits() {
+    let slow = mock::start(None);
+    let fast = mock::start(None);
+    // Same price: the faster target may lead; the budget picks the one whose TTFB fits.
+    let cfg = json!({
+        "providers": {
+            "s": {"baseUrl": format!("http://{}/v1", slow.addr), "models": ["slow-150"]},
+            "f": {"baseUrl": format!("http://{}/v1", fast.addr), "models": ["ok"]}
+        },
+        "tiers": {"2": {"primary": "s/slow-150", "fallback": ["f/ok"]}},
+        "prices": {"s/slow-150": {"input": 1, "output": 1}, "f/ok": {"input": 1, "output": 1}}
+    });
+    let gw = Gateway::spawn_with(&cfg, &["--workers", "1"], &[]);
+    // Warm both averages: the first request goes to the primary, route.fallback=false pins it.
+    for _ in 0..3 {
+        chat(gw.addr, &json!({"model": "s/slow-150", "messages": [{"role": "user", "content": "x"}]}));
+        chat(gw.addr, &json!({"model": "f/ok", "messages": [{"role": "user", "content": "x"}]}));
+    }
+    let r = chat(gw.addr, &json!({"model": "tier-2", "route": {"latency_budget_ms": 50}, "messages": [{"role": "user", "content": "x"}]}));
+    assert_eq!(r.json()["tierflow"]["routed_model"], "f/ok");
+}
