@@ -129,3 +129,56 @@ pub async fn stats(worker: &Worker, stream: &mut TcpStream, out: &mut Vec<u8>, k
     let ok = flush(stream, out).await.is_ok();
     Done { keep_alive: keep_alive && ok, status: 200 }
 }
+
+/// `POST /reload-config` (admin): re-read the config file on a helper thread (never on the core),
+/// swap the snapshot atomically; a bad file is refused with its reason and the old config serves on.
+pub async fn reload_config(
+    worker: &Worker,
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    keep_alive: bool,
+    head: &RequestHead,
+    buf: &[u8],
+) -> Done {
+    if let Err(e) = admin_allowed(worker, head, buf, stream) {
+        return respond_error(stream, out, &e, keep_alive).await;
+    }
+    let Some(reloader) = worker.shared.reloader.get().cloned() else {
+        let e = GatewayError::ServiceUnavailable { message: "reload is not available in this process".into() };
+        return respond_error(stream, out, &e, keep_alive).await;
+    };
+    let slot: std::sync::Arc<std::sync::Mutex<Option<Result<String, String>>>> = Default::default();
+    let slot2 = slot.clone();
+    let spawned = std::thread::Builder::new().name("tierflow-reload".into()).spawn(move || {
+        let r = reloader();
+        if let Ok(mut s) = slot2.lock() {
+            *s = Some(r);
+        }
+    });
+    if spawned.is_err() {
+        let e = GatewayError::Internal { message: "cannot start the reload thread".into() };
+        return respond_error(stream, out, &e, keep_alive).await;
+    }
+    let result = loop {
+        if let Some(r) = slot.lock().ok().and_then(|mut s| s.take()) {
+            break r;
+        }
+        monoio::time::sleep(std::time::Duration::from_millis(2)).await;
+    };
+    match result {
+        Ok(summary) => {
+            let mut body = String::from("{\"status\":\"reloaded\",\"summary\":");
+            push_json_str(&mut body, &summary);
+            body.push('}');
+            send_json(stream, out, 200, body.as_bytes(), keep_alive).await
+        }
+        Err(reason) => {
+            let e = GatewayError::BadRequest {
+                message: format!("configuration refused; the running configuration keeps serving: {reason}"),
+                param: None,
+                code: "invalid_config",
+            };
+            respond_error(stream, out, &e, keep_alive).await
+        }
+    }
+}

@@ -294,15 +294,19 @@ fn serve(config: Config, config_path: Option<PathBuf>, overrides: Overrides) -> 
     };
     let shared = running.shared.clone();
     let reload_shared = running.shared.clone();
-    let reload = move || {
+    let reload_lock = std::sync::Mutex::new(());
+    let do_reload = move || -> Result<String, String> {
+        let _serial = reload_lock.lock().unwrap_or_else(|e| e.into_inner());
         crate::runtime::notify::reloading();
-        match load_config(config_path.as_deref(), &overrides) {
+        let result = match load_config(config_path.as_deref(), &overrides) {
             Ok(c) => {
                 if let Err(e) = reload_shared.accounting.reload(&c) {
                     crate::log::error("key reload failed; the previous keys stay in force", &[("error", &e)]);
                 }
+                let summary = format!("{} providers, {} targets, {} routes", c.providers.len(), c.targets.len(), c.routes.len());
                 reload_shared.config.store(Arc::new(c));
-                crate::log::info("configuration reloaded", &[]);
+                crate::log::info("configuration reloaded", &[("summary", &summary)]);
+                Ok(summary)
             }
             Err(e) => {
                 crate::log::error("reload refused; the running configuration keeps serving", &[("error", &e)]);
@@ -310,9 +314,16 @@ fn serve(config: Config, config_path: Option<PathBuf>, overrides: Overrides) -> 
                 if let Err(e) = reload_shared.accounting.reload(&reload_shared.config.load()) {
                     crate::log::error("key reload failed; the previous keys stay in force", &[("error", &e)]);
                 }
+                Err(e)
             }
-        }
+        };
         crate::runtime::notify::notify("READY=1");
+        result
+    };
+    let reloader: crate::runtime::Reloader = Arc::new(do_reload);
+    let _ = running.shared.reloader.set(reloader.clone());
+    let reload = move || {
+        let _ = reloader();
     };
     if let Err(e) = crate::runtime::spawn_signal_thread(shared, reload) {
         crate::log::error("cannot install signal handlers", &[("error", &e.to_string())]);

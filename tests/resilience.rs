@@ -79,3 +79,53 @@ fn latency_budget_prefers_the_target_that_fits() {
     let r = chat(gw.addr, &json!({"model": "tier-2", "route": {"latency_budget_ms": 50}, "messages": [{"role": "user", "content": "x"}]}));
     assert_eq!(r.json()["tierflow"]["routed_model"], "f/ok");
 }
+
+#[test]
+fn reload_config_swaps_atomically_under_load_and_refuses_bad_files() {
+    use crate::support::{mock_config, post_json_raw, send_raw};
+    let m = mock::start(None);
+    let mut cfg = mock_config(m.addr, json!({}));
+    let gw = Gateway::spawn_with(&cfg, &[], &[]);
+    let path = gw.dir.path().join("config.json");
+    let reload = || send_raw(gw.addr, &post_json_raw("/reload-config", "", "")).expect("response");
+
+    // A new route appears after a reload.
+    assert_eq!(chat(gw.addr, &json!({"model": "flow/new", "messages": [{"role": "user", "content": "x"}]})).status, 404);
+    cfg["routes"]["flow/new"] = json!({"primary": "mock/ok"});
+    std::fs::write(&path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let r = reload();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(chat(gw.addr, &json!({"model": "flow/new", "messages": [{"role": "user", "content": "x"}]})).status, 200);
+
+    // A bad file is refused with the dotted key; the running config keeps serving.
+    std::fs::write(&path, br#"{"providers": {"mock": {"baseUrl": "http://x", "colour": 1}}}"#).unwrap();
+    let r = reload();
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("providers.mock"), "{}", r.text());
+    assert_eq!(chat(gw.addr, &json!({"model": "flow/new", "messages": [{"role": "user", "content": "x"}]})).status, 200);
+
+    // Reloads under load drop no request.
+    std::fs::write(&path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let addr = gw.addr;
+    let loaders: Vec<_> = (0..3)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let r = chat(addr, &json!({"model": "auto", "stream": i == 0, "messages": [{"role": "user", "content": "x"}]}));
+                    assert_eq!(r.status, 200, "{}", r.text());
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    for _ in 0..100 {
+        assert_eq!(reload().status, 200);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let served: usize = loaders.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(served > 0);
+}

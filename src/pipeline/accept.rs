@@ -316,6 +316,9 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
             (Method::Get, b"/health") | (Method::Head, b"/health") => {
                 crate::api::health(&worker, &mut stream, &mut out, keep_alive, query).await
             }
+            (Method::Post, b"/reload-config") => {
+                crate::api::reload_config(&worker, &mut stream, &mut out, keep_alive, &head, &buf).await
+            }
             (Method::Get, b"/config") => {
                 crate::api::config(&worker, &mut stream, &mut out, keep_alive, &head, &buf).await
             }

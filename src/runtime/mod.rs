@@ -18,6 +18,9 @@ use crate::config::Config;
 use crate::pipeline::account::{Accounting, WorkerCounters};
 use crate::pipeline::Worker;
 
+/// A config reload: `Ok(summary)` or `Err(reason)` (the running config keeps serving).
+pub type Reloader = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+
 /// Which I/O driver the workers run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DriverKind {
@@ -53,6 +56,9 @@ pub struct Shared {
     /// Cross-core upstream health board for the current config snapshot (keyed by its address;
     /// rebuilt when a reload changes the target list). Locked only when a core first sees a snapshot.
     health_board: Mutex<Option<(usize, crate::health::SharedHealth)>>,
+    /// Re-reads the config file and swaps the snapshot (set by the CLI; used by SIGHUP and
+    /// `POST /reload-config`). Runs off the worker cores; serialised by its own lock.
+    pub reloader: std::sync::OnceLock<Reloader>,
     listener_fds: Mutex<Vec<i32>>,
 }
 
@@ -213,6 +219,7 @@ pub fn start(config: Arc<Config>, accounting: Arc<Accounting>) -> anyhow::Result
         counters,
         accounting,
         health_board: Mutex::new(None),
+        reloader: std::sync::OnceLock::new(),
         listener_fds: Mutex::new(Vec::new()),
     });
     // Port 0: let the first listener pick, the others join it through SO_REUSEPORT.
