@@ -66,14 +66,124 @@ pub async fn health(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
     keep_alive: bool,
-    _query: Option<&[u8]>,
+    query: Option<&[u8]>,
 ) -> Done {
+    let deep = query.is_some_and(|q| q.split(|&b| b == b'&').any(|kv| kv == b"deep=1" || kv == b"deep=true"));
+    if deep {
+        let (status, body) = deep_health(worker).await;
+        return send_json(stream, out, status, body.as_bytes(), keep_alive).await;
+    }
     let uptime = worker.shared.started.elapsed().as_secs();
     let body = format!(
         "{{\"status\":\"ok\",\"uptime_s\":{uptime},\"workers\":{},\"driver\":\"{}\"}}",
         worker.shared.workers, worker.shared.driver
     );
     send_json(stream, out, 200, body.as_bytes(), keep_alive).await
+}
+
+/// How long a deep health answer is reused (probes cost real upstream tokens).
+const DEEP_HEALTH_CACHE_MS: u64 = 5_000;
+/// The probe prompt: tiny, and answerable by any model.
+const DEEP_HEALTH_PROMPT: &str = "Reply with the single word: ok";
+
+/// `GET /health?deep=1`: one real request through the whole pipeline — over loopback into this
+/// gateway's own listener, so parsing, routing, failover, the upstream and the relay all run —
+/// to the cheapest tier (`tier-1`, `max_tokens: 1`), plus each upstream's health as the cores see
+/// it. 200 when the probe got a 200, else 503. Cached for a few seconds.
+async fn deep_health(worker: &Worker) -> (u16, String) {
+    if let Ok(guard) = worker.shared.deep_health.lock() {
+        if let Some((at, status, body)) = guard.as_ref() {
+            if at.elapsed().as_millis() < DEEP_HEALTH_CACHE_MS as u128 {
+                return (*status, body.clone());
+            }
+        }
+    }
+    let started = std::time::Instant::now();
+    let probe = probe_self(worker).await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    let cfg = worker.shared.config.load_full();
+    let board = worker.shared.health_board(&cfg);
+    let mut body = String::with_capacity(512);
+    let (ok, probe_status, routed) = match &probe {
+        Ok((status, routed)) => (*status == 200, *status, routed.clone()),
+        Err(_) => (false, 0, String::new()),
+    };
+    body.push_str(if ok { "{\"status\":\"ok\"" } else { "{\"status\":\"failing\"" });
+    body.push_str(&format!(",\"probe\":{{\"status\":{probe_status},\"latency_ms\":{latency_ms},\"routed_model\":"));
+    push_json_str(&mut body, &routed);
+    if let Err(e) = &probe {
+        body.push_str(",\"error\":");
+        push_json_str(&mut body, e);
+    }
+    body.push_str("},\"upstreams\":[");
+    for (i, t) in cfg.targets.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        let v = board.peers(i, None);
+        let state = if v.open_cores > 0 { "open" } else if v.reporting_cores == 0 { "unknown" } else { "closed" };
+        body.push_str("{\"target\":");
+        push_json_str(&mut body, &t.name);
+        body.push_str(&format!(
+            ",\"circuit\":\"{state}\",\"open_cores\":{},\"ewma_ttfb_ms\":{},\"error_rate\":{}}}",
+            v.open_cores,
+            v.ewma_ttfb_us.map_or("null".to_string(), |us| format!("{:.3}", us as f64 / 1000.0)),
+            v.error_ewma_ppm as f64 / 1e6
+        ));
+    }
+    body.push_str("]}");
+    let status = if ok { 200 } else { 503 };
+    if let Ok(mut guard) = worker.shared.deep_health.lock() {
+        *guard = Some((std::time::Instant::now(), status, body.clone()));
+    }
+    (status, body)
+}
+
+/// Sends the probe request to this gateway's own listener; returns (status, routed model).
+async fn probe_self(worker: &Worker) -> Result<(u16, String), String> {
+    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+    let addr = *worker.shared.listen_addr.get().ok_or("listener address unknown")?;
+    let body = format!(
+        "{{\"model\":\"tier-1\",\"max_tokens\":1,\"temperature\":0,\"messages\":[{{\"role\":\"user\",\"content\":\"{DEEP_HEALTH_PROMPT}\"}}]}}"
+    );
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nX-TierFlow-App: health-probe\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let fut = async {
+        let mut s = TcpStream::connect_addr(addr).await.map_err(|e| e.to_string())?;
+        let (r, _) = s.write_all(req.into_bytes()).await;
+        r.map_err(|e| e.to_string())?;
+        let mut resp = Vec::with_capacity(4096);
+        loop {
+            let buf = Vec::with_capacity(8192);
+            let (r, buf) = s.read(buf).await;
+            match r {
+                Ok(0) => break,
+                Ok(_) => resp.extend_from_slice(&buf),
+                Err(e) => return Err(e.to_string()),
+            }
+            if resp.len() > 1 << 20 {
+                break;
+            }
+        }
+        Ok::<Vec<u8>, String>(resp)
+    };
+    let resp = monoio::time::timeout(std::time::Duration::from_secs(30), fut).await.map_err(|_| "probe timed out".to_string())??;
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Response::new(&mut headers);
+    match parsed.parse(&resp) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err("malformed probe response".into()),
+    }
+    let status = parsed.code.unwrap_or(0);
+    let routed = parsed
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("x-tierflow-model"))
+        .map(|h| String::from_utf8_lossy(h.value).into_owned())
+        .unwrap_or_default();
+    Ok((status, routed))
 }
 
 /// Admin check: bearer admin key when configured, else the peer must be on loopback.

@@ -129,3 +129,32 @@ fn reload_config_swaps_atomically_under_load_and_refuses_bad_files() {
     let served: usize = loaders.into_iter().map(|h| h.join().unwrap()).sum();
     assert!(served > 0);
 }
+
+#[test]
+fn deep_health_runs_a_real_request() {
+    use crate::support::{get, mock_config};
+    let m = mock::start(None);
+    let gw = Gateway::spawn_with(&mock_config(m.addr, json!({})), &[], &[]);
+    let plain = get(gw.addr, "/health", "");
+    assert_eq!(plain.status, 200);
+    assert_eq!(m.state.requests.load(Ordering::SeqCst), 0, "plain /health never calls upstream");
+    let r = get(gw.addr, "/health?deep=1", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["probe"]["status"], 200);
+    assert_eq!(v["probe"]["routed_model"], "mock/ok");
+    assert!(v["upstreams"].as_array().unwrap().iter().any(|u| u["target"] == "mock/ok"));
+    assert_eq!(m.state.requests.load(Ordering::SeqCst), 1, "one real upstream request");
+    // Cached for a few seconds: no second upstream call.
+    assert_eq!(get(gw.addr, "/health?deep=1", "").status, 200);
+    assert_eq!(m.state.requests.load(Ordering::SeqCst), 1);
+
+    // Reachability lies: an upstream that accepts connections but fails completions is caught.
+    let m2 = mock::start(None);
+    let mut cfg = mock_config(m2.addr, json!({}));
+    cfg["tiers"]["1"] = json!({"primary": "mock/e500"});
+    let gw2 = Gateway::spawn_with(&cfg, &[], &[]);
+    let r = get(gw2.addr, "/health?deep=1", "");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["status"], "failing");
+}

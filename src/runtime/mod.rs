@@ -59,6 +59,10 @@ pub struct Shared {
     /// Re-reads the config file and swaps the snapshot (set by the CLI; used by SIGHUP and
     /// `POST /reload-config`). Runs off the worker cores; serialised by its own lock.
     pub reloader: std::sync::OnceLock<Reloader>,
+    /// The address every core listens on (for the deep health probe's self-request).
+    pub listen_addr: std::sync::OnceLock<SocketAddr>,
+    /// Last deep health answer: (when, status, body); reused for a few seconds.
+    pub deep_health: Mutex<Option<(Instant, u16, String)>>,
     listener_fds: Mutex<Vec<i32>>,
 }
 
@@ -220,6 +224,8 @@ pub fn start(config: Arc<Config>, accounting: Arc<Accounting>) -> anyhow::Result
         accounting,
         health_board: Mutex::new(None),
         reloader: std::sync::OnceLock::new(),
+        listen_addr: std::sync::OnceLock::new(),
+        deep_health: Mutex::new(None),
         listener_fds: Mutex::new(Vec::new()),
     });
     // Port 0: let the first listener pick, the others join it through SO_REUSEPORT.
@@ -260,6 +266,7 @@ pub fn start(config: Arc<Config>, accounting: Arc<Accounting>) -> anyhow::Result
             ("config", &config.source),
         ],
     );
+    let _ = shared.listen_addr.set(addr);
     Ok(Running { addr, shared, threads })
 }
 
