@@ -94,6 +94,9 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub routing: RawRouting,
+    /// Exact-match response cache (per core shard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<RawCache>,
     /// Usage ledger (SQLite, one row per chat request). Default: on, at
     /// `$STATE_DIRECTORY/ledger.db` under systemd, else `~/.local/state/tierflow/ledger.db`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -246,6 +249,27 @@ pub struct RawLimits {
     pub drain_ms: Option<u64>,
 }
 
+/// `"cache": {...}` — exact-match response cache. Defaults: enabled, 64 MiB per core, 5 min TTL,
+/// 1 MiB per entry, only requests with `temperature <= 0`, shared across keys.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_entry_bytes: Option<usize>,
+    /// Also cache sampled requests (temperature > 0 or absent); default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_nonzero_temperature: Option<bool>,
+    /// Make the API key part of the cache key, so keys never share answers; default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_key: Option<bool>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouting {
@@ -351,6 +375,10 @@ pub struct Config {
     pub flagship: Option<TargetId>,
     pub limits: Limits,
     pub max_fallbacks: usize,
+    /// Response cache settings; `None` when disabled.
+    pub cache: Option<crate::cache::CacheConfig>,
+    /// Whether the API key is part of the cache key.
+    pub cache_per_key: bool,
     /// The usage ledger, `None` when disabled.
     pub ledger: Option<LedgerSettings>,
     /// Keys required even while none exists.
@@ -466,6 +494,19 @@ impl Config {
                 drain_ms: raw.limits.drain_ms.unwrap_or(10_000),
             },
             max_fallbacks: raw.routing.max_fallbacks.unwrap_or(3),
+            cache: {
+                let c = raw.cache.clone().unwrap_or_default();
+                c.enabled.unwrap_or(true).then(|| {
+                    let d = crate::cache::CacheConfig::default();
+                    crate::cache::CacheConfig {
+                        max_bytes: c.max_bytes.unwrap_or(d.max_bytes),
+                        ttl_ms: c.ttl_ms.unwrap_or(d.ttl_ms),
+                        max_entry_bytes: c.max_entry_bytes.unwrap_or(d.max_entry_bytes),
+                        allow_nonzero_temperature: c.allow_nonzero_temperature.unwrap_or(false),
+                    }
+                })
+            },
+            cache_per_key: raw.cache.as_ref().and_then(|c| c.per_key).unwrap_or(false),
             ledger: None,
             require_key: raw.keys.as_ref().and_then(|k| k.require_key).unwrap_or(false),
             apps: BTreeMap::new(),

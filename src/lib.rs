@@ -24,6 +24,7 @@ pub mod error;
 pub mod log;
 pub mod runtime;
 pub mod http;
+pub mod cache;
 pub mod health;
 pub mod pipeline;
 pub mod providers;

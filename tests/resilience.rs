@@ -158,3 +158,47 @@ fn deep_health_runs_a_real_request() {
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.json()["status"], "failing");
 }
+
+#[test]
+fn response_cache_serves_hits_for_json_and_streams() {
+    use crate::support::{get, mock_config, sse_data};
+    let m = mock::start(None);
+    let gw = Gateway::spawn_with(&mock_config(m.addr, json!({})), &["--workers", "1"], &[]);
+    let body = |stream: bool, t: f64| json!({"model": "auto", "temperature": t, "stream": stream, "messages": [{"role": "user", "content": "cache me"}]});
+    let first = chat(gw.addr, &body(false, 0.0));
+    assert_eq!(first.header("X-Cache"), Some("MISS"));
+    let hit = chat(gw.addr, &body(false, 0.0));
+    assert_eq!(hit.header("X-Cache"), Some("HIT"), "{}", hit.text());
+    assert_eq!(m.state.requests.load(Ordering::SeqCst), 1, "the hit never reached the upstream");
+    assert_eq!(hit.json()["choices"], first.json()["choices"]);
+    assert_eq!(hit.json()["tierflow"]["estimated_cost_usd"], 0.0);
+    // The same request streamed: replayed from the JSON answer as SSE.
+    let s = chat(gw.addr, &body(true, 0.0));
+    assert_eq!(s.header("X-Cache"), Some("HIT"));
+    let data = sse_data(&s.body);
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let text: String = data
+        .iter()
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(text, mock::CONTENT_WORDS.concat());
+    assert_eq!(m.state.requests.load(Ordering::SeqCst), 1);
+    // Sampled requests and opted-out requests are not cached.
+    chat(gw.addr, &body(false, 0.7));
+    chat(gw.addr, &body(false, 0.7));
+    assert_eq!(m.state.requests.load(Ordering::SeqCst), 3);
+    let raw = crate::support::post_json_raw("/v1/chat/completions", &body(false, 0.0).to_string(), "Cache-Control: no-cache\r\n");
+    assert_eq!(crate::support::send_raw(gw.addr, &raw).unwrap().header("X-Cache"), Some("MISS"));
+    assert_eq!(m.state.requests.load(Ordering::SeqCst), 4);
+    // A stream recorded on a miss is replayed on the next streamed request.
+    let other = json!({"model": "auto", "temperature": 0, "stream": true, "messages": [{"role": "user", "content": "stream me"}]});
+    let a = chat(gw.addr, &other);
+    let b = chat(gw.addr, &other);
+    assert_eq!(b.header("X-Cache"), Some("HIT"), "{}", gw.log_text());
+    let strip = |d: Vec<String>| d.into_iter().filter(|x| !x.contains("tierflow")).collect::<Vec<_>>();
+    assert_eq!(strip(sse_data(&a.body)), strip(sse_data(&b.body)));
+    assert_eq!(m.state.requests.load(Ordering::SeqCst), 5);
+    let stats = get(gw.addr, "/stats", "").text();
+    assert!(stats.contains("tierflow_cache_hits_total 3"), "{stats}");
+}

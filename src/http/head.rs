@@ -185,6 +185,10 @@ pub fn parse_request_head(buf: &[u8], max_headers: usize, max_bytes: usize) -> R
             head.app = Some(offset_in(buf, h.value));
         } else if eq_ignore_case(name, "x-tierflow-env") {
             head.env = Some(offset_in(buf, h.value));
+        } else if eq_ignore_case(name, "x-tierflow-cache") {
+            if trim_ascii(h.value).eq_ignore_ascii_case(b"off") {
+                head.cache_control_no_cache = true;
+            }
         } else if eq_ignore_case(name, "cache-control") {
             if h.value.windows(8).any(|w| w.eq_ignore_ascii_case(b"no-cache")) {
                 head.cache_control_no_cache = true;

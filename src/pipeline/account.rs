@@ -207,6 +207,7 @@ pub struct Acct {
     pub outcome: Option<LedgerOutcome>,
     pub ttfb_ms: u32,
     pub pre_upstream_us: u64,
+    pub cache_hit: bool,
 }
 
 impl Acct {
@@ -237,7 +238,7 @@ impl Acct {
             prompt_tokens: usage.map_or(0, |u| u.prompt_tokens.min(u32::MAX as u64) as u32),
             completion_tokens: usage.map_or(0, |u| u.completion_tokens.min(u32::MAX as u64) as u32),
             cost_usd: meta.as_ref().and_then(|m| m.estimated_cost_usd).unwrap_or(0.0),
-            cache_hit: false,
+            cache_hit: self.cache_hit,
             security: crate::ledger::SecurityVerdict::Clean,
             pii_count: 0,
             upstream_status: self.upstream_status,
@@ -336,6 +337,11 @@ pub struct RouteMeta {
     pub usage: Option<Usage>,
     /// ~4 bytes per token over the request text; used when a stream ends without usage.
     pub prompt_tokens_estimate: u64,
+    /// `X-Cache` value: `HIT` or `MISS`.
+    pub cache_status: &'static str,
+    /// Set by the chat path when the answer may be stored; the relay then records it here.
+    pub cache_capture: bool,
+    pub captured: Option<crate::cache::CachedBody>,
 }
 
 pub fn cost_usd(price: &RawPrice, usage: &Usage) -> f64 {

@@ -54,6 +54,8 @@ pub struct Worker {
     /// Upstream health (EWMA TTFB, error rate, circuit breakers) for the config snapshot it was
     /// built for; rebuilt when a reload swaps the snapshot.
     health: std::cell::RefCell<Option<(usize, std::rc::Rc<crate::health::HealthTable>)>>,
+    /// This core's response cache shard (created on first use; settings follow reloads).
+    cache: std::cell::OnceCell<std::cell::RefCell<crate::cache::ResponseCache>>,
 }
 
 impl Worker {
@@ -69,7 +71,21 @@ impl Worker {
             conns: accept::ConnRegistry::default(),
             acct,
             health: std::cell::RefCell::new(None),
+            cache: std::cell::OnceCell::new(),
         }
+    }
+
+    /// This core's cache shard, with `cc` as its settings.
+    pub fn cache(&self, cc: &crate::cache::CacheConfig) -> &std::cell::RefCell<crate::cache::ResponseCache> {
+        let shard = self.cache.get_or_init(|| {
+            let shard = crate::cache::ResponseCache::new(cc.clone());
+            self.shared.cache_counters.lock().unwrap_or_else(|e| e.into_inner()).push(shard.counters().clone());
+            std::cell::RefCell::new(shard)
+        });
+        if shard.borrow().config() != cc {
+            shard.borrow_mut().set_config(cc.clone());
+        }
+        shard
     }
 
     /// This core's health table for `cfg`.
@@ -99,6 +115,8 @@ pub struct Caller<'a> {
     pub token: Option<&'a [u8]>,
     pub app: Option<&'a [u8]>,
     pub env: Option<&'a [u8]>,
+    /// `Cache-Control: no-cache` (or `X-TierFlow-Cache: off`): bypass the response cache.
+    pub no_cache: bool,
 }
 
 impl<'a> Caller<'a> {
@@ -109,7 +127,12 @@ impl<'a> Caller<'a> {
             .and_then(|r| bearer_token(&buf[r]))
             .or_else(|| head.x_api_key.clone().map(|r| buf[r].trim_ascii()));
         let nonempty = |r: Option<std::ops::Range<usize>>| r.map(|r| buf[r].trim_ascii()).filter(|v| !v.is_empty());
-        Caller { token, app: nonempty(head.app.clone()), env: nonempty(head.env.clone()) }
+        Caller {
+            token,
+            app: nonempty(head.app.clone()),
+            env: nonempty(head.env.clone()),
+            no_cache: head.cache_control_no_cache,
+        }
     }
 }
 
@@ -321,6 +344,64 @@ async fn chat(
             return respond_error_as(stream, out, &e, keep_alive, anthropic_client).await;
         }
     };
+    // Response cache (per core): deterministic OpenAI-dialect requests only; `Cache-Control:
+    // no-cache` opts out. Keyed on the routed primary model and the raw request members.
+    let primary_openai = decision
+        .targets
+        .first()
+        .is_some_and(|t| cfg.providers[t.provider(&cfg)].dialect == Dialect::OpenAi);
+    let cache_key = match &cfg.cache {
+        Some(cc)
+            if !caller.no_cache
+                && !anthropic_client
+                && primary_openai
+                && req.n <= 1
+                && crate::cache::cacheable_sampling(req.temperature, cc) =>
+        {
+            let scope = if cfg.cache_per_key { key.as_ref().map(|k| k.id.to_string()) } else { None };
+            let primary = decision.targets.first().map(|t| t.name(&cfg)).unwrap_or_default();
+            let pairs = members.iter().filter_map(|m| {
+                std::str::from_utf8(&body[m.key.clone()]).ok().map(|k| (k, &body[m.value.clone()]))
+            });
+            Some(crate::cache::request_key_members(pairs, &primary, scope.as_deref()))
+        }
+        _ => None,
+    };
+    if let (Some(k), Some(cc)) = (&cache_key, &cfg.cache) {
+        let hit = worker.cache(cc).borrow_mut().get(k, crate::ledger::now_ms());
+        if let Some(entry) = hit {
+            let target = &decision.targets[0];
+            let mut meta = RouteMeta {
+                requested_model: req.model.to_string(),
+                routed_model: target.name(&cfg),
+                category: decision.category,
+                tier: decision.tier,
+                reason: format!("{}+cache", decision.reason),
+                decided_by: decision.decided_by.as_str(),
+                fallbacks: Vec::new(),
+                security: "CLEAN",
+                price: target.price(&cfg),
+                flagship_price: cfg.flagship.and_then(|f| cfg.targets[f].price),
+                estimated_cost_usd: None,
+                saved_vs_flagship: None,
+                usage: None,
+                prompt_tokens_estimate: 0,
+                cache_status: "HIT",
+                cache_capture: false,
+                captured: None,
+            };
+            let relayed =
+                relay::serve_cached(stream, out, &entry, &mut meta, keep_alive, req.stream, req.include_usage, started).await;
+            reservation.settle(0.0, 0);
+            acct.cache_hit = true;
+            acct.outcome = Some(match relayed.outcome {
+                relay::Outcome::Ok => LedgerOutcome::Ok,
+                _ => LedgerOutcome::ClientCancelled,
+            });
+            acct.meta = Some(meta);
+            return Done { keep_alive: relayed.keep_alive, status: 200 };
+        }
+    }
     // A forcing prefix is stripped before forwarding: rewrite `messages` (rare path).
     let messages_override = match decision.strip_prefix {
         Some(n) => strip_prefix_messages(body, &members, n),
@@ -392,6 +473,9 @@ async fn chat(
         saved_vs_flagship: None,
         usage: None,
         prompt_tokens_estimate: (prompt_bytes as u64).div_ceil(4),
+        cache_status: "MISS",
+        cache_capture: cache_key.is_some() && fwd.head.status == 200,
+        captured: None,
     };
     let relayed = if fwd.head.status == 200 && fwd.head.is_event_stream() {
         worker.counters.streams.inc();
@@ -422,6 +506,11 @@ async fn chat(
         relay::Outcome::UpstreamBroken => LedgerOutcome::UpstreamBroken,
         relay::Outcome::UpstreamFailed => LedgerOutcome::Error,
     });
+    if let (Some(k), Some(cc), Some(body)) = (cache_key, &cfg.cache, meta.captured.take()) {
+        if relayed.outcome == relay::Outcome::Ok {
+            let _ = worker.cache(cc).borrow_mut().insert(k, body, crate::ledger::now_ms());
+        }
+    }
     acct.meta = Some(meta);
     Done { keep_alive: relayed.keep_alive, status: relayed.status }
 }

@@ -149,6 +149,10 @@ pub struct ChatRequest<'a> {
     pub has_audio: bool,
     pub messages: Vec<MessageText<'a>>,
     pub max_tokens: Option<u64>,
+    /// `temperature` when it is a number (the cache only stores deterministic requests).
+    pub temperature: Option<f64>,
+    /// `n` (choices asked for), default 1.
+    pub n: u64,
 }
 
 const ROLES: [&str; 6] = ["system", "developer", "user", "assistant", "tool", "function"];
@@ -208,6 +212,8 @@ fn chat_request_from_value(value: BorrowedValue<'_>) -> Result<ChatRequest<'_>, 
         .get("max_completion_tokens")
         .or_else(|| obj.get("max_tokens"))
         .and_then(|v| v.as_u64());
+    let temperature = obj.get("temperature").and_then(|v| v.cast_f64());
+    let n = obj.get("n").and_then(|v| v.as_u64()).unwrap_or(1);
     let has_audio_modality = obj
         .get("modalities")
         .and_then(|m| m.as_array())
@@ -289,6 +295,8 @@ fn chat_request_from_value(value: BorrowedValue<'_>) -> Result<ChatRequest<'_>, 
         has_audio,
         messages,
         max_tokens,
+        temperature,
+        n,
     })
 }
 
@@ -302,7 +310,7 @@ fn parse_route(v: &BorrowedValue<'_>) -> Result<RouteOptions, GatewayError> {
                 r.latency_budget_ms = Some(v.as_u64().ok_or_else(|| invalid("route.latency_budget_ms", "must be a non-negative integer"))?)
             }
             "max_cost_usd" => {
-                let x = v.as_f64().ok_or_else(|| invalid("route.max_cost_usd", "must be a number"))?;
+                let x = v.cast_f64().ok_or_else(|| invalid("route.max_cost_usd", "must be a number"))?;
                 if !(x >= 0.0) {
                     return Err(invalid("route.max_cost_usd", "must be ≥ 0"));
                 }

@@ -136,7 +136,7 @@ fn write_meta_headers(out: &mut Vec<u8>, meta: &RouteMeta, overhead_us: u64) {
     response::header(out, "X-TierFlow-Category", meta.category.as_bytes());
     response::header(out, "X-TierFlow-Reason", meta.reason.as_bytes());
     response::header(out, "X-TierFlow-Security", meta.security.as_bytes());
-    response::header(out, "X-Cache", b"MISS");
+    response::header(out, "X-Cache", meta.cache_status.as_bytes());
     if !meta.fallbacks.is_empty() {
         response::header_num(out, "X-TierFlow-Fallbacks", meta.fallbacks.len() as u64);
     }
@@ -186,6 +186,9 @@ pub async fn relay_json(
     let usage = match dialects {
         Dialects::OpenAi => {
             translated = false;
+            if status == 200 && meta.cache_capture && is_json {
+                meta.captured = Some(crate::cache::CachedBody::Json(body.clone().into_boxed_slice()));
+            }
             if status == 200 { find_usage(&body) } else { None }
         }
         Dialects::Anthropic => {
@@ -323,6 +326,9 @@ pub async fn relay_sse(
     let mut saw_done = false;
     let mut first_chunk_fields: Option<(String, String, String)> = None; // id, created, model
     let mut completion_chars: u64 = 0;
+    // Recording for the response cache (OpenAI streams only; the chat path decides).
+    let mut recorder = (meta.cache_capture && matches!(dialects, Dialects::OpenAi))
+        .then(|| crate::cache::StreamRecorder::new(1 << 20));
     let status = fwd.head.status;
     let mut xlate = match dialects {
         Dialects::OpenAi => Xlate::None,
@@ -398,6 +404,9 @@ pub async fn relay_sse(
                 saw_done = true;
                 continue;
             }
+            if let Some(r) = recorder.as_mut() {
+                r.push_data(data);
+            }
             if first_chunk_fields.is_none() {
                 first_chunk_fields = chunk_identity(data);
             }
@@ -442,6 +451,12 @@ pub async fn relay_sse(
             break None;
         }
     };
+    if let (None, Some(mut r)) = (&broken, recorder.take()) {
+        if saw_done {
+            r.push_data(b"[DONE]");
+        }
+        meta.captured = r.finish();
+    }
     if broken.is_none() && !stopped && fwd.head.keep_alive && reader.is_done() {
         worker.pool.checkin(fwd.conn, fwd.pool_max_idle);
     }
@@ -518,6 +533,77 @@ fn translator_usage(x: &Xlate) -> Option<Usage> {
         Xlate::FromAnthropic(s) | Xlate::Anthropic(s, _) => s.usage().map(from_anthropic_usage),
         _ => None,
     }
+}
+
+/// Serves a cached answer (`X-Cache: HIT`) in the shape the client asked for: JSON as stored (or
+/// assembled from a recorded stream), streams replayed as SSE (or synthesised from a JSON answer),
+/// with the routing metadata added like a live answer. No upstream is contacted.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_cached(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    entry: &crate::cache::Entry,
+    meta: &mut RouteMeta,
+    keep_alive: bool,
+    want_stream: bool,
+    client_wants_usage: bool,
+    started: Instant,
+) -> Relayed {
+    use crate::cache::{replay_json, replay_sse_into, CachedBody};
+    let usage = match &entry.body {
+        CachedBody::Json(b) => find_usage(b),
+        CachedBody::Stream { chunks, usage_chunk } => usage_chunk.and_then(|i| chunks.get(i)).and_then(|c| find_usage(c)),
+    };
+    meta.set_usage(usage);
+    // Nothing was spent upstream: the whole flagship price is saved.
+    if let Some(u) = &usage {
+        meta.saved_vs_flagship = meta.flagship_price.map(|f| super::account::cost_usd(&f, u));
+    }
+    meta.estimated_cost_usd = Some(0.0);
+    meta.cache_status = "HIT";
+    out.clear();
+    if want_stream {
+        let mut events = Vec::with_capacity(4096);
+        replay_sse_into(entry, client_wants_usage, &mut events);
+        // Metadata chunk before the final [DONE].
+        let done = b"data: [DONE]\n\n";
+        if events.ends_with(done) {
+            events.truncate(events.len() - done.len());
+        }
+        let mut obj = String::with_capacity(256);
+        meta.write_json(&mut obj);
+        events.extend_from_slice(b"data: {\"object\":\"chat.completion.chunk\",\"choices\":[],\"tierflow\":");
+        events.extend_from_slice(obj.as_bytes());
+        events.extend_from_slice(b"}\n\ndata: [DONE]\n\n");
+        response::begin(out, 200, keep_alive);
+        write_meta_headers(out, meta, started.elapsed().as_micros() as u64);
+        response::finish_chunked_head(out, "text/event-stream");
+        write_chunk(out, &events);
+        write_last_chunk(out);
+    } else {
+        let body = match replay_json(entry) {
+            Ok(b) => b.into_owned(),
+            Err(_) => Vec::new(),
+        };
+        let mut obj = String::with_capacity(256);
+        meta.write_json(&mut obj);
+        let end = body.iter().rposition(|b| !b.is_ascii_whitespace()).filter(|&e| body[e] == b'}');
+        response::begin(out, 200, keep_alive);
+        write_meta_headers(out, meta, started.elapsed().as_micros() as u64);
+        let mut full = Vec::with_capacity(body.len() + obj.len() + 16);
+        match end {
+            Some(e) => {
+                full.extend_from_slice(&body[..e]);
+                full.extend_from_slice(b",\"tierflow\":");
+                full.extend_from_slice(obj.as_bytes());
+                full.extend_from_slice(&body[e..]);
+            }
+            None => full.extend_from_slice(&body),
+        }
+        response::finish_with_body(out, "application/json", &full);
+    }
+    let ok = flush(stream, out).await.is_ok();
+    Relayed { outcome: if ok { Outcome::Ok } else { Outcome::ClientGone }, usage, status: 200, keep_alive: keep_alive && ok }
 }
 
 fn memchr_usage(data: &[u8]) -> bool {

@@ -63,6 +63,8 @@ pub struct Shared {
     pub listen_addr: std::sync::OnceLock<SocketAddr>,
     /// Last deep health answer: (when, status, body); reused for a few seconds.
     pub deep_health: Mutex<Option<(Instant, u16, String)>>,
+    /// Every core's cache counters, for /stats (pushed once when a core creates its shard).
+    pub cache_counters: Mutex<Vec<Arc<crate::cache::CacheCounters>>>,
     listener_fds: Mutex<Vec<i32>>,
 }
 
@@ -151,6 +153,18 @@ impl Shared {
         counter("tierflow_connections_rejected_total", "Connections refused over the per-core limit.", sum!(connections_rejected));
         counter("tierflow_upstream_connections_opened_total", "Upstream connections opened.", sum!(pool_opened));
         counter("tierflow_upstream_connections_reused_total", "Requests sent on a pooled connection.", sum!(pool_reused));
+        let caches: Vec<crate::cache::CacheStats> =
+            self.cache_counters.lock().map(|v| v.iter().map(|c| c.load()).collect()).unwrap_or_default();
+        let total = |f: fn(&crate::cache::CacheStats) -> u64| caches.iter().map(f).sum::<u64>();
+        counter("tierflow_cache_hits_total", "Response cache hits.", total(|c| c.hits));
+        counter("tierflow_cache_misses_total", "Response cache misses.", total(|c| c.misses));
+        counter("tierflow_cache_evictions_total", "Entries evicted to stay within the memory bound.", total(|c| c.evictions));
+        counter("tierflow_cache_insertions_total", "Answers stored in the cache.", total(|c| c.insertions));
+        let _ = writeln!(
+            s,
+            "# HELP tierflow_cache_bytes Accounted bytes held by the response cache.\n# TYPE tierflow_cache_bytes gauge\ntierflow_cache_bytes {}",
+            total(|c| c.bytes)
+        );
         s
     }
 }
@@ -226,6 +240,7 @@ pub fn start(config: Arc<Config>, accounting: Arc<Accounting>) -> anyhow::Result
         reloader: std::sync::OnceLock::new(),
         listen_addr: std::sync::OnceLock::new(),
         deep_health: Mutex::new(None),
+        cache_counters: Mutex::new(Vec::new()),
         listener_fds: Mutex::new(Vec::new()),
     });
     // Port 0: let the first listener pick, the others join it through SO_REUSEPORT.
