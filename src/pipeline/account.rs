@@ -440,6 +440,9 @@ mod tests {
             saved_vs_flagship: None,
             usage: None,
             prompt_tokens_estimate: 0,
+            cache_status: "MISS",
+            cache_capture: false,
+            captured: None,
         };
         m.set_usage(Some(Usage { prompt_tokens: 1000, completion_tokens: 1000 }));
         let mut s = String::new();

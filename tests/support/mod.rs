@@ -6,9 +6,7 @@
 
 pub mod mock;
 
-use std::io::{BufRead, BufReader, Read, Write};
-#[allow(unused_imports)]
-use std::io::Read as _;
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
