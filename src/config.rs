@@ -94,6 +94,9 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub routing: RawRouting,
+    /// The learned classifier on its own core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<RawClassifier>,
     /// Exact-match response cache (per core shard).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<RawCache>,
@@ -249,6 +252,22 @@ pub struct RawLimits {
     pub drain_ms: Option<u64>,
 }
 
+/// `"classifier": {...}` — the learned router on a dedicated core. Defaults: enabled, a 2 ms
+/// deadline per request (late answers fall back to the rule scorer), batches of up to 32 rows
+/// gathered for at most 100 µs.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClassifier {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wait_us: Option<u64>,
+}
+
 /// `"cache": {...}` — exact-match response cache. Defaults: enabled, 64 MiB per core, 5 min TTL,
 /// 1 MiB per entry, only requests with `temperature <= 0`, shared across keys.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -379,6 +398,8 @@ pub struct Config {
     pub cache: Option<crate::cache::CacheConfig>,
     /// Whether the API key is part of the cache key.
     pub cache_per_key: bool,
+    /// Classifier settings (`enabled`, deadline, batching).
+    pub classifier: RawClassifier,
     /// The usage ledger, `None` when disabled.
     pub ledger: Option<LedgerSettings>,
     /// Keys required even while none exists.
@@ -423,6 +444,15 @@ pub struct Overrides {
 }
 
 impl Config {
+    pub fn classifier_enabled(&self) -> bool {
+        self.classifier.enabled.unwrap_or(true)
+    }
+
+    /// Time a request waits for the classifier before the rule scorer decides.
+    pub fn classifier_deadline(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.classifier.deadline_ms.map_or(2_000, |ms| ms.saturating_mul(1000)))
+    }
+
     /// Reads and resolves a config file. `Err` names the dotted key that is wrong.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
@@ -507,6 +537,7 @@ impl Config {
                 })
             },
             cache_per_key: raw.cache.as_ref().and_then(|c| c.per_key).unwrap_or(false),
+            classifier: raw.classifier.clone().unwrap_or_default(),
             ledger: None,
             require_key: raw.keys.as_ref().and_then(|k| k.require_key).unwrap_or(false),
             apps: BTreeMap::new(),

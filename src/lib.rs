@@ -25,6 +25,7 @@ pub mod log;
 pub mod runtime;
 pub mod http;
 pub mod cache;
+pub mod classifier;
 pub mod health;
 pub mod pipeline;
 pub mod providers;

@@ -54,6 +54,8 @@ pub struct Worker {
     /// Upstream health (EWMA TTFB, error rate, circuit breakers) for the config snapshot it was
     /// built for; rebuilt when a reload swaps the snapshot.
     health: std::cell::RefCell<Option<(usize, std::rc::Rc<crate::health::HealthTable>)>>,
+    /// This core's end of the classifier rings (None: rules only).
+    pub classifier: Option<crate::classifier::ClassifierHandle>,
     /// This core's response cache shard (created on first use; settings follow reloads).
     cache: std::cell::OnceCell<std::cell::RefCell<crate::cache::ResponseCache>>,
 }
@@ -72,6 +74,7 @@ impl Worker {
             acct,
             health: std::cell::RefCell::new(None),
             cache: std::cell::OnceCell::new(),
+            classifier: None,
         }
     }
 
@@ -295,7 +298,8 @@ async fn chat(
     };
     acct.requested_model = req.model.to_string();
     acct.stream = req.stream;
-    let decision = match route::resolve(&cfg, &req) {
+    let auto = if req.model == "auto" { classify(worker, &cfg, &req).await } else { None };
+    let decision = match route::resolve(&cfg, &req, auto.as_ref()) {
         Ok(d) => d,
         Err(e) => return respond_error_as(stream, out, &e, keep_alive, anthropic_client).await,
     };
@@ -513,6 +517,32 @@ async fn chat(
     }
     acct.meta = Some(meta);
     Done { keep_alive: relayed.keep_alive, status: relayed.status }
+}
+
+/// The routing decision for `model: auto`: structure and prompt prefixes first, then the learned
+/// classifier on its own core if it answers within the deadline, else the rule scorer. Never
+/// blocks the core: a late or missing answer is simply `None` from the handle.
+async fn classify(worker: &Worker, cfg: &crate::config::Config, req: &parse::ChatRequest<'_>) -> Option<crate::classifier::Decision> {
+    use crate::classifier::{decide, ClassifyInput, Role, Turn};
+    let mut input = ClassifyInput { system: Vec::new(), turns: Vec::with_capacity(req.messages.len()), has_tools: req.has_tools, has_audio: req.has_audio };
+    for m in &req.messages {
+        match m.role {
+            "system" | "developer" => input.system.push(&m.text),
+            "user" => input.turns.push(Turn { role: Role::User, text: &m.text }),
+            "assistant" => input.turns.push(Turn { role: Role::Assistant, text: &m.text }),
+            _ => input.turns.push(Turn { role: Role::Tool, text: &m.text }),
+        }
+    }
+    // Structure and prefixes decide without the model.
+    let needs_model = !input.has_tools
+        && !input.has_audio
+        && !input.turns.iter().any(|t| t.role == Role::Tool)
+        && input.latest_user_text().is_some_and(|t| crate::classifier::detect_override(t).is_none());
+    let answer = match (&worker.classifier, needs_model) {
+        (Some(h), true) => h.classify_input(&input, cfg.classifier_deadline()).await,
+        _ => None,
+    };
+    Some(decide(&input, answer))
 }
 
 /// Re-serialises `messages` with `n` bytes stripped from the latest user message's text.

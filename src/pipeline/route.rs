@@ -126,7 +126,9 @@ fn category_static(name: &str) -> &'static str {
 }
 
 /// Resolves the request's model to a chain. `Err` is 404 for unknown names.
-pub fn resolve(cfg: &Config, req: &ChatRequest<'_>) -> Result<RouteDecision, GatewayError> {
+/// `auto` is the classifier's decision for `model: auto` (structure, prefix, model or rules);
+/// without one, `auto` falls back to prefixes, structure and the configured default category.
+pub fn resolve(cfg: &Config, req: &ChatRequest<'_>, auto: Option<&crate::classifier::Decision>) -> Result<RouteDecision, GatewayError> {
     let model = req.model.as_ref();
     let fallback = req.route.fallback.unwrap_or(true);
     let from_chain = |chain: &crate::config::Chain| chain.targets.iter().map(|&t| RouteTarget::Configured(t)).collect::<Vec<_>>();
@@ -139,7 +141,15 @@ pub fn resolve(cfg: &Config, req: &ChatRequest<'_>) -> Result<RouteDecision, Gat
     if model == "auto" {
         let latest_user = req.messages.iter().rev().find(|m| m.role == "user");
         let prefix = latest_user.and_then(|m| detect_prefix(&m.text));
-        let (category, decided_by, strip) = if let Some((cat, n)) = prefix {
+        let (category, decided_by, strip) = if let Some(d) = auto {
+            let by = match d.decided_by {
+                crate::classifier::DecidedBy::Classifier => DecidedBy::Classifier,
+                crate::classifier::DecidedBy::Rules => DecidedBy::Rules,
+                crate::classifier::DecidedBy::Override => DecidedBy::Override,
+                crate::classifier::DecidedBy::Structure => DecidedBy::Structure,
+            };
+            (d.category.as_str(), by, prefix.map(|(_, n)| n))
+        } else if let Some((cat, n)) = prefix {
             (cat, DecidedBy::Override, Some(n))
         } else if req.has_audio {
             ("transcription", DecidedBy::Structure, None)
@@ -148,7 +158,7 @@ pub fn resolve(cfg: &Config, req: &ChatRequest<'_>) -> Result<RouteDecision, Gat
         } else {
             (category_static(&cfg.default_category), DecidedBy::Default, None)
         };
-        let tier = req.route.tier.unwrap_or_else(|| default_tier(category));
+        let tier = req.route.tier.unwrap_or_else(|| auto.map_or_else(|| default_tier(category), |d| d.tier.clamp(1, 4)));
         let chain = if req.route.tier.is_some() {
             cfg.chain_for_tier(tier)
         } else {

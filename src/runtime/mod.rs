@@ -65,6 +65,8 @@ pub struct Shared {
     pub deep_health: Mutex<Option<(Instant, u16, String)>>,
     /// Every core's cache counters, for /stats (pushed once when a core creates its shard).
     pub cache_counters: Mutex<Vec<Arc<crate::cache::CacheCounters>>>,
+    /// The classifier core's counters (None when it is off or failed to load).
+    pub classifier_stats: Option<Arc<crate::classifier::ClassifierStats>>,
     listener_fds: Mutex<Vec<i32>>,
 }
 
@@ -127,9 +129,22 @@ impl Shared {
             })
             .collect();
         let redis_up = self.accounting.redis.as_ref().map(|r| r.is_up());
+        let classifier = self.classifier_stats.as_ref().map(|c| {
+            let c = c.snapshot();
+            let bounds = crate::classifier::batcher::BATCH_HIST_BOUNDS.iter().map(|&b| b as f64).collect();
+            crate::stats::ClassifierSnapshot {
+                requests_total: c.submitted,
+                late_answers_total: c.late + c.ring_full,
+                batch_size: crate::stats::HistogramSnapshot {
+                    bounds,
+                    counts: c.batch_size_hist.to_vec(),
+                    sum: c.inferred as f64,
+                },
+            }
+        });
         let mut s = render_prometheus(&Scrape {
             stats: &snapshot,
-            classifier: None,
+            classifier: classifier.as_ref(),
             upstreams: &upstreams,
             redis_up,
             ledger: self.accounting.ledger_counters(),
@@ -166,6 +181,34 @@ impl Shared {
             total(|c| c.bytes)
         );
         s
+    }
+}
+
+/// Loads the routing model and starts the classifier core (one ring pair per worker). On any
+/// failure the gateway still serves: `auto` is routed by the rule scorer, and the log says why.
+fn start_classifier(config: &Config, workers: usize) -> Vec<crate::classifier::ClassifierLink> {
+    if !config.classifier_enabled() {
+        crate::log::info("classifier off", &[("routing", "rules")]);
+        return Vec::new();
+    }
+    let t = Instant::now();
+    match crate::classifier::Model::embedded() {
+        Ok(model) => {
+            let load_ms = t.elapsed().as_millis().to_string();
+            let d = crate::classifier::BatchConfig::default();
+            let cfg = crate::classifier::BatchConfig {
+                max_batch: config.classifier.max_batch.unwrap_or(d.max_batch),
+                max_wait_us: config.classifier.max_wait_us.unwrap_or(d.max_wait_us),
+                ..d
+            };
+            let (links, _thread) = crate::classifier::ClassifierService::start(model, workers, cfg);
+            crate::log::info("classifier ready", &[("load_ms", &load_ms), ("deadline_us", &config.classifier_deadline().as_micros().to_string())]);
+            links
+        }
+        Err(e) => {
+            crate::log::error("classifier model failed to load; routing by rules", &[("error", &e.to_string())]);
+            Vec::new()
+        }
     }
 }
 
@@ -228,6 +271,7 @@ pub fn start(config: Arc<Config>, accounting: Arc<Accounting>) -> anyhow::Result
     let workers = config.workers.max(1);
     let driver = choose_driver();
     let counters = (0..workers).map(|_| Arc::new(WorkerCounters::default())).collect();
+    let links = start_classifier(&config, workers);
     let shared = Arc::new(Shared {
         config: ArcSwap::new(config.clone()),
         shutdown: AtomicBool::new(false),
@@ -241,19 +285,22 @@ pub fn start(config: Arc<Config>, accounting: Arc<Accounting>) -> anyhow::Result
         listen_addr: std::sync::OnceLock::new(),
         deep_health: Mutex::new(None),
         cache_counters: Mutex::new(Vec::new()),
+        classifier_stats: links.first().map(|l| l.stats()),
         listener_fds: Mutex::new(Vec::new()),
     });
     // Port 0: let the first listener pick, the others join it through SO_REUSEPORT.
     let mut addr = config.listen;
     let mut threads = Vec::with_capacity(workers);
+    let mut links = links.into_iter();
     for id in 0..workers {
+        let link = links.next();
         let (tx, rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
         let shared2 = shared.clone();
         let bind_addr = addr;
         let t = std::thread::Builder::new()
             .name(format!("tierflow-w{id}"))
             .spawn(move || {
-                let fut = worker_main(id, shared2, bind_addr, tx.clone());
+                let fut = worker_main(id, shared2, bind_addr, tx.clone(), link);
                 let res = match driver {
                     DriverKind::IoUring => build_uring_runtime().map(|mut rt| rt.block_on(fut)),
                     DriverKind::Legacy => build_legacy_runtime().map(|mut rt| rt.block_on(fut)),
@@ -290,6 +337,7 @@ async fn worker_main(
     shared: Arc<Shared>,
     addr: SocketAddr,
     ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
+    classifier: Option<crate::classifier::ClassifierLink>,
 ) {
     let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
     let listener = match TcpListener::bind_with_config(addr, &opts) {
@@ -305,7 +353,9 @@ async fn worker_main(
     }
     let _ = ready.send(Ok(local));
     drop(ready);
-    let worker = std::rc::Rc::new(Worker::new(id, shared.clone()));
+    let mut worker = Worker::new(id, shared.clone());
+    worker.classifier = classifier.map(|l| l.into_handle());
+    let worker = std::rc::Rc::new(worker);
     while !shared.is_shutting_down() {
         match listener.accept().await {
             Ok((stream, _peer)) => {

@@ -1,0 +1,426 @@
+//! The ONNX router model and its tokenizer: load (from a directory, bytes, or embedded),
+//! head+tail truncation to the model window, batched inference with one optimised tract plan per
+//! padded sequence-length bucket. Owned by the classifier thread; batching/queueing is `batcher`'s.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use tokenizers::Tokenizer;
+use tract_onnx::prelude::*;
+
+use super::input::push_head_tail;
+use super::wordpiece::AsciiWordPiece;
+
+/// One model answer: category probabilities in `Category::ALL` order and the probability that
+/// the request needs a strong model (difficulty).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelOutput {
+    pub probs: [f32; 8],
+    pub strong_prob: f32,
+}
+
+/// Loading or running the model failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("reading {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("tokenizer.json: {detail}")]
+    Tokenizer { detail: String },
+    #[error("router.onnx: {detail}")]
+    Onnx { detail: String },
+    #[error("router.onnx does not honour the IO contract: {detail}")]
+    Contract { detail: String },
+    #[error("inference failed: {detail}")]
+    Run { detail: String },
+}
+
+/// Model window in tokens (the IO contract: seq <= 128).
+pub const MAX_SEQ_TOKENS: usize = 128;
+/// Tokens kept from the head of an over-long text; the rest of the window comes from its tail.
+pub const DEFAULT_HEAD_TOKENS: usize = 64;
+/// Padded sequence lengths, one optimised plan each: short prompts do not pay for 128 tokens.
+const SEQ_BUCKETS: [usize; 4] = [16, 32, 64, 128];
+/// Texts are cut (head+tail) to this many bytes before tokenizing: enough for 128 tokens of any
+/// script, and tokenizing a 1 MB prompt would cost milliseconds.
+const PRE_TOKENIZE_MAX_BYTES: usize = 4096;
+
+const INPUT_NAMES: [&str; 2] = ["input_ids", "attention_mask"];
+const OUTPUT_NAMES: [&str; 2] = ["category_probs", "strong_prob"];
+
+struct Plan {
+    seq_tokens: usize,
+    state: TypedSimpleState,
+}
+
+/// Tokenizer + router model. `!Sync` by intent: one thread (the classifier core) owns it.
+pub struct Model {
+    tokenizer: Tokenizer,
+    /// Exact ASCII fast path of the same tokenizer, when tokenizer.json is plain BERT WordPiece.
+    fast: Option<AsciiWordPiece>,
+    plans: Vec<Plan>,
+    pad_id: i64,
+    head_tokens: usize,
+    // Reused per batch.
+    cut: String,
+    token_rows: Vec<Vec<u32>>,
+    ids: Vec<i64>,
+    mask: Vec<i64>,
+}
+
+impl Model {
+    /// Loads `tokenizer.json` and `router.onnx` from `dir`.
+    pub fn load_dir(dir: impl AsRef<Path>) -> Result<Model, ModelError> {
+        let dir = dir.as_ref();
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path).map_err(|source| ModelError::Io { path, source })
+        };
+        Model::from_bytes(&read("router.onnx")?, &read("tokenizer.json")?)
+    }
+
+    /// The model and tokenizer compiled into the binary from `models/` at the crate root.
+    pub fn embedded() -> Result<Model, ModelError> {
+        static ONNX: &[u8] = include_bytes!("../../models/router.onnx");
+        static TOKENIZER: &[u8] = include_bytes!("../../models/tokenizer.json");
+        Model::from_bytes(ONNX, TOKENIZER)
+    }
+
+    /// Builds the model from the bytes of `router.onnx` and `tokenizer.json`, checks the IO
+    /// contract and optimises one plan per sequence bucket (batch stays symbolic).
+    pub fn from_bytes(onnx: &[u8], tokenizer_json: &[u8]) -> Result<Model, ModelError> {
+        let mut tokenizer = Tokenizer::from_bytes(tokenizer_json)
+            .map_err(|e| ModelError::Tokenizer { detail: e.to_string() })?;
+        // Truncation and padding are ours (head+tail, bucketed); the file's settings would fight them.
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| ModelError::Tokenizer { detail: e.to_string() })?;
+        let pad_id = tokenizer
+            .get_padding()
+            .map(|p| p.pad_id)
+            .or_else(|| tokenizer.token_to_id("[PAD]"))
+            .or_else(|| tokenizer.token_to_id("<pad>"))
+            .unwrap_or(0) as i64;
+        tokenizer.with_padding(None);
+
+        let onnx_err = |e: TractError| ModelError::Onnx { detail: format!("{e:#}") };
+        let mut model = tract_onnx::onnx().model_for_read(&mut &*onnx).map_err(onnx_err)?;
+        model = model
+            .with_input_names(INPUT_NAMES)
+            .map_err(|e| ModelError::Contract { detail: format!("inputs: {e:#}") })?
+            .with_outputs_by_name(OUTPUT_NAMES)
+            .map_err(|e| ModelError::Contract { detail: format!("outputs: {e:#}") })?;
+        let batch = model.symbols.sym("tierflow_batch");
+        let seq = model.symbols.sym("tierflow_seq");
+        for ix in 0..2 {
+            let fact = InferenceFact::dt_shape(i64::datum_type(), tvec!(batch.to_dim(), seq.to_dim()));
+            model.set_input_fact(ix, fact).map_err(onnx_err)?;
+        }
+        let typed = model.into_typed().map_err(onnx_err)?.into_decluttered().map_err(onnx_err)?;
+        check_output_facts(&typed)?;
+
+        let mut plans = Vec::with_capacity(SEQ_BUCKETS.len());
+        for seq_tokens in SEQ_BUCKETS {
+            let subs: HashMap<Symbol, TDim> = HashMap::from([(seq.clone(), (seq_tokens as i64).into())]);
+            let runnable = typed
+                .set_symbols(&subs)
+                .and_then(|m| m.into_optimized())
+                .and_then(|m| m.into_runnable())
+                .map_err(onnx_err)?;
+            let state = runnable.spawn().map_err(onnx_err)?;
+            plans.push(Plan { seq_tokens, state });
+        }
+        Ok(Model {
+            tokenizer,
+            fast: AsciiWordPiece::from_json(tokenizer_json),
+            plans,
+            pad_id,
+            head_tokens: DEFAULT_HEAD_TOKENS,
+            cut: String::with_capacity(PRE_TOKENIZE_MAX_BYTES),
+            token_rows: Vec::new(),
+            ids: Vec::new(),
+            mask: Vec::new(),
+        })
+    }
+
+    /// How many of the `MAX_SEQ_TOKENS` come from the head of an over-long text (the rest from
+    /// its tail). Must match what the model was trained with (models/README.md).
+    pub fn set_head_tokens(&mut self, head_tokens: usize) {
+        self.head_tokens = head_tokens.clamp(1, MAX_SEQ_TOKENS - 1);
+    }
+
+    /// Token ids the model sees for `text`: special tokens included, at most `MAX_SEQ_TOKENS`,
+    /// head+tail cut when longer (keeps the leading [CLS] and the trailing [SEP]).
+    pub fn token_ids(&mut self, text: &str) -> Result<Vec<u32>, ModelError> {
+        let mut row = Vec::with_capacity(MAX_SEQ_TOKENS);
+        self.tokenize_into(text, &mut row)?;
+        Ok(row)
+    }
+
+    fn tokenize_into(&mut self, text: &str, row: &mut Vec<u32>) -> Result<(), ModelError> {
+        self.cut.clear();
+        push_head_tail(&mut self.cut, text, PRE_TOKENIZE_MAX_BYTES);
+        row.clear();
+        if let Some(fast) = self.fast.as_mut() {
+            if fast.encode(&self.cut, row) {
+                cut_head_tail_in_place(row, self.head_tokens, MAX_SEQ_TOKENS);
+                return Ok(());
+            }
+        }
+        let enc = self
+            .tokenizer
+            .encode_fast(self.cut.as_str(), true)
+            .map_err(|e| ModelError::Tokenizer { detail: e.to_string() })?;
+        head_tail_tokens(enc.get_ids(), self.head_tokens, MAX_SEQ_TOKENS, row);
+        Ok(())
+    }
+
+    /// Tokenizes and runs `texts` as one batch. Answers are in input order. An empty slice
+    /// gives an empty answer without running the model.
+    pub fn predict_batch(&mut self, texts: &[&str]) -> Result<Vec<ModelOutput>, ModelError> {
+        let n = texts.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut rows = std::mem::take(&mut self.token_rows);
+        rows.resize_with(n.max(rows.len()), || Vec::with_capacity(MAX_SEQ_TOKENS));
+        let mut longest = 1;
+        for (text, row) in texts.iter().zip(rows.iter_mut()) {
+            if let Err(e) = self.tokenize_into(text, row) {
+                self.token_rows = rows;
+                return Err(e);
+            }
+            longest = longest.max(row.len());
+        }
+        let result = self.run_rows(&rows[..n], longest);
+        self.token_rows = rows;
+        result
+    }
+
+    fn run_rows(&mut self, rows: &[Vec<u32>], longest: usize) -> Result<Vec<ModelOutput>, ModelError> {
+        let n = rows.len();
+        let plan_ix = self.plans.iter().position(|p| p.seq_tokens >= longest).unwrap_or(self.plans.len() - 1);
+        let seq = self.plans[plan_ix].seq_tokens;
+        self.ids.clear();
+        self.mask.clear();
+        for row in rows {
+            let take = row.len().min(seq);
+            self.ids.extend(row[..take].iter().map(|&t| t as i64));
+            self.ids.extend(std::iter::repeat_n(self.pad_id, seq - take));
+            self.mask.extend(std::iter::repeat_n(1i64, take));
+            self.mask.extend(std::iter::repeat_n(0i64, seq - take));
+        }
+        let run_err = |e: TractError| ModelError::Run { detail: format!("{e:#}") };
+        let ids = Tensor::from_shape(&[n, seq], &self.ids).map_err(run_err)?;
+        let mask = Tensor::from_shape(&[n, seq], &self.mask).map_err(run_err)?;
+        let outputs = self.plans[plan_ix].state.run(tvec!(ids.into_tvalue(), mask.into_tvalue())).map_err(run_err)?;
+        let probs = outputs[0].to_plain_array_view::<f32>().map_err(run_err)?;
+        let strong = outputs[1].to_plain_array_view::<f32>().map_err(run_err)?;
+        if probs.shape() != [n, 8] || strong.len() != n {
+            return Err(ModelError::Contract {
+                detail: format!("got shapes {:?} and {:?} for batch {n}", probs.shape(), strong.shape()),
+            });
+        }
+        let probs = probs.as_slice().ok_or_else(|| ModelError::Run { detail: "non-contiguous output".into() })?;
+        let strong: Vec<f32> = strong.iter().copied().collect();
+        Ok((0..n)
+            .map(|i| {
+                let mut p = [0f32; 8];
+                p.copy_from_slice(&probs[i * 8..i * 8 + 8]);
+                ModelOutput { probs: p, strong_prob: strong[i] }
+            })
+            .collect())
+    }
+}
+
+fn check_output_facts(model: &TypedModel) -> Result<(), ModelError> {
+    let contract = |detail: String| ModelError::Contract { detail };
+    let probs = model.output_fact(0).map_err(|e| contract(format!("{e:#}")))?;
+    let strong = model.output_fact(1).map_err(|e| contract(format!("{e:#}")))?;
+    if probs.datum_type != f32::datum_type() || strong.datum_type != f32::datum_type() {
+        return Err(contract("outputs must be f32".into()));
+    }
+    if probs.rank() != 2 || probs.shape[1] != 8.to_dim() {
+        return Err(contract(format!("category_probs must be [batch, 8], is {:?}", probs.shape)));
+    }
+    if strong.rank() != 1 {
+        return Err(contract(format!("strong_prob must be [batch], is {:?}", strong.shape)));
+    }
+    Ok(())
+}
+
+/// Keeps `ids` whole when it fits in `window`, else its first `head` and last `window - head`
+/// tokens (the [CLS] opener and the [SEP] closer survive the cut).
+pub fn head_tail_tokens(ids: &[u32], head: usize, window: usize, out: &mut Vec<u32>) {
+    if ids.len() <= window {
+        out.extend_from_slice(ids);
+        return;
+    }
+    let head = head.min(window);
+    out.extend_from_slice(&ids[..head]);
+    out.extend_from_slice(&ids[ids.len() - (window - head)..]);
+}
+
+fn cut_head_tail_in_place(ids: &mut Vec<u32>, head: usize, window: usize) {
+    if ids.len() > window {
+        let head = head.min(window);
+        let tail_start = ids.len() - (window - head);
+        ids.copy_within(tail_start.., head);
+        ids.truncate(window);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn testdata() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/classifier")
+    }
+
+    #[test]
+    fn head_tail_token_cut() {
+        let ids: Vec<u32> = (0..300).collect();
+        let mut out = Vec::new();
+        head_tail_tokens(&ids, 64, 128, &mut out);
+        assert_eq!(out.len(), 128);
+        assert_eq!(&out[..64], &ids[..64]);
+        assert_eq!(&out[64..], &ids[300 - 64..]);
+        out.clear();
+        head_tail_tokens(&ids[..10], 96, 128, &mut out);
+        assert_eq!(out, &ids[..10]);
+    }
+
+    #[test]
+    fn loads_and_matches_onnxruntime_reference() {
+        let mut model = Model::load_dir(testdata()).expect("test model loads");
+        let reference: Vec<serde_json::Value> =
+            serde_json::from_slice(&std::fs::read(testdata().join("reference.json")).expect("reference.json"))
+                .expect("json");
+        let texts: Vec<String> = reference.iter().map(|r| r["text"].as_str().unwrap_or("").to_string()).collect();
+        let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+        // Batched together (padding + mask) and one by one must both match the unpadded reference.
+        let batched = model.predict_batch(&refs).expect("predict");
+        for (i, r) in reference.iter().enumerate() {
+            let single = model.predict_batch(&refs[i..i + 1]).expect("predict");
+            for out in [batched[i], single[0]] {
+                for k in 0..8 {
+                    let want = r["probs"][k].as_f64().unwrap_or(f64::NAN) as f32;
+                    assert!((out.probs[k] - want).abs() < 1e-4, "{}: {:?} vs {want}", texts[i], out.probs);
+                }
+                let want = r["strong_prob"].as_f64().unwrap_or(f64::NAN) as f32;
+                assert!((out.strong_prob - want).abs() < 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn long_prompt_keeps_head_and_tail_tokens() {
+        let mut model = Model::load_dir(testdata()).expect("load");
+        let text = format!("write python code {} what is the answer", "filler words here ".repeat(400));
+        let ids = model.token_ids(&text).expect("tokenize");
+        assert_eq!(ids.len(), MAX_SEQ_TOKENS);
+        let head = model.token_ids("write python code").expect("tokenize");
+        let tail = model.token_ids("what is the answer").expect("tokenize");
+        // [CLS] write python code ... / ... what is the answer [SEP]
+        assert_eq!(&ids[..head.len() - 1], &head[..head.len() - 1]);
+        assert_eq!(&ids[ids.len() - (tail.len() - 1)..], &tail[1..]);
+    }
+
+    #[test]
+    fn ascii_fast_path_matches_tokenizers_exactly() {
+        let json = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tokenizer.json")).expect("read");
+        let mut fast = AsciiWordPiece::from_json(&json).expect("models/tokenizer.json is BERT WordPiece");
+        let mut slow = Tokenizer::from_bytes(&json).expect("tokenizer");
+        slow.with_truncation(None).expect("no truncation");
+        slow.with_padding(None);
+        let mut texts: Vec<String> = vec![
+            "Hello, World!".into(),
+            "def f(x):\n    return x**2 # comment\r\n\tdone".into(),
+            "Carl's $10.50 (approx.) -- e.g. a+b=c; {json: \"x\"} <tag/> `code` ~^|\\@#%&*_".into(),
+            "Supercalifragilisticexpialidocious antidisestablishmentarianism pneumonoultramicroscopic".into(),
+            "x".repeat(150),
+            "a".repeat(100),
+            "CamelCaseIdentifiers snake_case_names kebab-case-words 1234567890 3.14159e-10".into(),
+            "".into(),
+            "   \n\n  ".into(),
+        ];
+        // A deterministic pseudo-random mix of printable ASCII.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for len in [10usize, 50, 200, 1000] {
+            let t: String = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let c = (seed % 96) as u8 + 32;
+                    if c == 127 { ' ' } else { c as char }
+                })
+                .filter(|&c| c != '[')
+                .collect();
+            texts.push(t);
+        }
+        // The routing dev set when it is beside the repo (../shared in CI, /work/shared here).
+        for path in ["../shared/data/routing/dev.jsonl", "/work/shared/data/routing/dev.jsonl"] {
+            if let Ok(data) = std::fs::read_to_string(path) {
+                for line in data.lines() {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                        if let Some(p) = v["prompt"].as_str() {
+                            texts.push(p.to_string());
+                        }
+                    }
+                }
+                break;
+            }
+        }
+        let mut checked = 0;
+        for t in &texts {
+            let mut got = Vec::new();
+            if !fast.encode(t, &mut got) {
+                continue;
+            }
+            let want = slow.encode(t.as_str(), true).expect("encode");
+            assert_eq!(got, want.get_ids(), "text {t:?}");
+            checked += 1;
+        }
+        assert!(checked >= 13, "fast path must handle plain ASCII, handled {checked}");
+        let mut out = Vec::new();
+        assert!(!fast.encode("héllo", &mut out) && out.is_empty());
+        assert!(!fast.encode("a [SEP] b", &mut out));
+        assert!(!fast.encode("ab\u{1}cd", &mut out));
+    }
+
+    #[test]
+    fn in_place_cut_equals_copying_cut() {
+        let ids: Vec<u32> = (0..300).collect();
+        let mut a = Vec::new();
+        head_tail_tokens(&ids, 64, 128, &mut a);
+        let mut b = ids.clone();
+        cut_head_tail_in_place(&mut b, 64, 128);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn bad_inputs_never_panic() {
+        let mut model = Model::load_dir(testdata()).expect("load");
+        let big = "word ".repeat(200_000);
+        let garbage: String = (0u32..20_000).filter_map(|i| char::from_u32((i * 7919 + 13) % 0x11000)).collect();
+        let texts = ["", " ", big.as_str(), garbage.as_str(), "Привет мир", "你好，世界", "مرحبا", "🦀🦀🦀", "\0\u{1}\u{2}"];
+        let out = model.predict_batch(&texts).expect("predict");
+        assert_eq!(out.len(), texts.len());
+        for o in out {
+            let sum: f32 = o.probs.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-3, "{o:?}");
+            assert!((0.0..=1.0).contains(&o.strong_prob));
+        }
+        assert!(model.predict_batch(&[]).expect("empty").is_empty());
+    }
+
+    #[test]
+    fn missing_or_broken_files_are_errors() {
+        assert!(matches!(Model::load_dir("/nonexistent-dir"), Err(ModelError::Io { .. })));
+        let tok = std::fs::read(testdata().join("tokenizer.json")).expect("read");
+        assert!(matches!(Model::from_bytes(b"not onnx", &tok), Err(ModelError::Onnx { .. })));
+        let onnx = std::fs::read(testdata().join("router.onnx")).expect("read");
+        assert!(matches!(Model::from_bytes(&onnx, b"{}"), Err(ModelError::Tokenizer { .. })));
+    }
+}

@@ -1,0 +1,129 @@
+//! Exact fast path of the BERT uncased WordPiece tokenizer for pure-ASCII text (most prompts):
+//! the `tokenizers` pipeline spends ~100 µs per prompt in Unicode category tables and allocation;
+//! this does the same split and lookup in a few µs. Anything else goes to `tokenizers` (`model`).
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+/// BERT WordPiece parameters read from tokenizer.json; `None` from `from_json` when the file is
+/// not the plain uncased BERT layout this path reproduces.
+pub struct AsciiWordPiece {
+    vocab: HashMap<String, u32>,
+    unk_id: u32,
+    cls_id: u32,
+    sep_id: u32,
+    max_word_chars: usize,
+    piece: String,
+}
+
+impl AsciiWordPiece {
+    pub fn from_json(tokenizer_json: &[u8]) -> Option<AsciiWordPiece> {
+        let t: Value = serde_json::from_slice(tokenizer_json).ok()?;
+        let n = &t["normalizer"];
+        let bert_norm = n["type"] == "BertNormalizer"
+            && n["lowercase"] == true
+            && n["clean_text"] == true;
+        if !bert_norm || t["pre_tokenizer"]["type"] != "BertPreTokenizer" {
+            return None;
+        }
+        let m = &t["model"];
+        if m["type"] != "WordPiece" || m["continuing_subword_prefix"] != "##" {
+            return None;
+        }
+        let vocab: HashMap<String, u32> = m["vocab"]
+            .as_object()?
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), u32::try_from(v.as_u64()?).ok()?)))
+            .collect();
+        let unk_id = *vocab.get(m["unk_token"].as_str()?)?;
+        let max_word_chars = m["max_input_chars_per_word"].as_u64().unwrap_or(100) as usize;
+        // Post-processor must be exactly "[CLS] $A [SEP]".
+        let p = &t["post_processor"];
+        let single = p["single"].as_array()?;
+        let special = |v: &Value| v["SpecialToken"]["id"].as_str().map(str::to_string);
+        if p["type"] != "TemplateProcessing" || single.len() != 3 || single[1]["Sequence"]["id"] != "A" {
+            return None;
+        }
+        let cls_id = *vocab.get(&special(&single[0])?)?;
+        let sep_id = *vocab.get(&special(&single[2])?)?;
+        // Added tokens that are not special could match inside text: not reproduced here.
+        if t["added_tokens"].as_array()?.iter().any(|a| a["special"] != true) {
+            return None;
+        }
+        Some(AsciiWordPiece { vocab, unk_id, cls_id, sep_id, max_word_chars, piece: String::with_capacity(128) })
+    }
+
+    /// Appends `[CLS] pieces… [SEP]` for `text` to `out` and returns true, or returns false
+    /// without touching `out` when the text is not handled here (non-ASCII, or a '[' that could
+    /// start a special token).
+    pub fn encode(&mut self, text: &str, out: &mut Vec<u32>) -> bool {
+        let b = text.as_bytes();
+        // Control characters are deleted by clean_text (joining their neighbours): leave those
+        // rare texts to the full pipeline, like non-ASCII text and '[' (special tokens).
+        let unusual = |c: &u8| !c.is_ascii() || *c == b'[' || *c == 0x7f || (*c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r'));
+        if b.iter().any(unusual) {
+            return false;
+        }
+        out.push(self.cls_id);
+        let mut i = 0;
+        while i < b.len() {
+            let c = b[i];
+            // clean_text drops NUL and control characters other than whitespace.
+            if c.is_ascii_whitespace() {
+                i += 1;
+                continue;
+            }
+            if c.is_ascii_punctuation() {
+                self.push_word(&b[i..i + 1], out);
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < b.len() && b[i].is_ascii_alphanumeric() {
+                i += 1;
+            }
+            self.push_word(&b[start..i], out);
+        }
+        out.push(self.sep_id);
+        true
+    }
+
+    fn push_word(&mut self, word: &[u8], out: &mut Vec<u32>) {
+        if word.len() > self.max_word_chars {
+            out.push(self.unk_id);
+            return;
+        }
+        let mark = out.len();
+        let mut start = 0;
+        while start < word.len() {
+            let mut end = word.len();
+            let mut found = None;
+            while start < end {
+                self.piece.clear();
+                if start > 0 {
+                    self.piece.push_str("##");
+                }
+                for &c in &word[start..end] {
+                    self.piece.push(c.to_ascii_lowercase() as char);
+                }
+                if let Some(&id) = self.vocab.get(self.piece.as_str()) {
+                    found = Some(id);
+                    break;
+                }
+                end -= 1;
+            }
+            match found {
+                Some(id) => {
+                    out.push(id);
+                    start = end;
+                }
+                None => {
+                    out.truncate(mark);
+                    out.push(self.unk_id);
+                    return;
+                }
+            }
+        }
+    }
+}
