@@ -88,14 +88,14 @@ def examples(rows):
             msgs.append({"role": "user", "content": r["prompt"]})
         t, w, has = strong_target(r, 1)
         out.append(dict(text=request_text(msgs), cat=category_of(r), group=r["split_group"], s_t=t, s_w=w,
-                        row=i, aug=False))
+                        has=has, row=i, aug=False))
         turns = r.get("turns")
         if turns and len(turns) >= 2:
-            t2, w2, _ = strong_target(r, 2)
+            t2, w2, has2 = strong_target(r, 2)
             text2 = request_text([{"role": "user", "content": turns[0]}, {"role": "assistant", "content": ""},
                                   {"role": "user", "content": turns[1]}])
             out.append(dict(text=text2, cat=category_of(r), group=r["split_group"], s_t=t2, s_w=w2,
-                            row=i, aug=True))
+                            has=has2, row=i, aug=True))
     return out
 
 

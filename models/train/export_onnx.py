@@ -1,6 +1,6 @@
-"""Build models/router.onnx from trained numpy weights (only ops tract-onnx supports:
-Gather, Cast, Unsqueeze, Mul, Sub, Add, Div, Max, ReduceSum, ReduceMax, Log, Concat, MatMul, Relu,
-Softmax, Sigmoid, Reshape, and DequantizeLinear-free int8 dequantisation via Cast+Mul).
+"""Build models/router.onnx from trained numpy weights (only simple ops tract-onnx supports:
+Gather, Cast, Unsqueeze, Slice, Mul, Sub, Add, Div, Mod, Max, ReduceSum, ReduceMax, Log, Concat, MatMul,
+Relu, Softmax, Sigmoid, Reshape; int8 tables are dequantised with Cast+Mul, no DequantizeLinear).
 
 IO contract: inputs input_ids int64 [batch, seq], attention_mask int64 [batch, seq];
 outputs category_probs f32 [batch, 8], strong_prob f32 [batch].
@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from model import LEN_SCALE, NEG
+from model import BIGRAM_MUL, LEN_SCALE, NEG
 
 
 def quantize_rows(table):
@@ -20,8 +20,10 @@ def quantize_rows(table):
     return q, scale
 
 
-def build(params, table, path, int8=False, producer="tierflow-router-train"):
-    """params: dict with W1 b1 W2 b2 W4 b4 w5 b5 (numpy); table: [V, D] float32."""
+def build(params, table, path, int8=False, producer="tierflow-router-train", bigram_table=None, buckets=0,
+          use_max=True, strong=None):
+    """params: dict with W1 b1 W2 b2 (numpy); table: [V, D] float32; bigram_table: [buckets, D] or None;
+    strong: dict(coef [17], b, mu, sd) of the strong head (strong.py)."""
     inits = []
 
     def const(name, arr):
@@ -34,17 +36,19 @@ def build(params, table, path, int8=False, producer="tierflow-router-train"):
         nodes.append(helper.make_node(op, ins, outs, **attrs))
         return outs[0]
 
-    if int8:
-        q, scale = quantize_rows(table)
-        const("emb_q", q)
-        const("emb_scale", scale.reshape(-1, 1))
-        node("Gather", ["emb_q", "input_ids"], ["g_q"], axis=0)
-        node("Cast", ["g_q"], ["g_f"], to=TensorProto.FLOAT)
-        node("Gather", ["emb_scale", "input_ids"], ["g_s"], axis=0)     # B,T,1
-        e = node("Mul", ["g_f", "g_s"], ["e"])
-    else:
-        const("emb", table.astype(np.float32))
-        e = node("Gather", ["emb", "input_ids"], ["e"], axis=0)          # B,T,D
+    def lookup(tab, idx, pfx):
+        if int8:
+            q, scale = quantize_rows(tab)
+            const(pfx + "_q", q)
+            const(pfx + "_scale", scale.reshape(-1, 1))
+            node("Gather", [pfx + "_q", idx], [pfx + "_gq"], axis=0)
+            node("Cast", [pfx + "_gq"], [pfx + "_gf"], to=TensorProto.FLOAT)
+            node("Gather", [pfx + "_scale", idx], [pfx + "_gs"], axis=0)    # B,T,1
+            return node("Mul", [pfx + "_gf", pfx + "_gs"], [pfx + "_e"])
+        const(pfx, tab.astype(np.float32))
+        return node("Gather", [pfx, idx], [pfx + "_e"], axis=0)             # B,T,D
+
+    e = lookup(table, "input_ids", "emb")
 
     const("ax1", np.array([1], np.int64))
     const("ax2", np.array([2], np.int64))
@@ -58,21 +62,55 @@ def build(params, table, path, int8=False, producer="tierflow-router-train"):
     node("ReduceSum", ["mf", "ax1"], ["n0"], keepdims=1)                 # B,1
     node("Max", ["n0", "one"], ["n"])
     node("Div", ["s", "n"], ["mean"])
-    node("Sub", ["m3", "one"], ["m3m1"])
-    node("Mul", ["m3m1", "neg"], ["pen"])
-    node("Add", [e, "pen"], ["epen"])
-    node("ReduceMax", ["epen"], ["mx"], axes=[1], keepdims=0)            # B,D
+    feats = ["mean"]
+    if use_max:
+        node("Sub", ["m3", "one"], ["m3m1"])
+        node("Mul", ["m3m1", "neg"], ["pen"])
+        node("Add", [e, "pen"], ["epen"])
+        node("ReduceMax", ["epen"], ["mx"], axes=[1], keepdims=0)        # B,D
+        feats.append("mx")
+    if bigram_table is not None:
+        # hashed token bigrams: h_t = (ids[t] * MUL + ids[t+1]) mod BUCKETS, masked mean of B[h_t]
+        const("sl0", np.array([0], np.int64))
+        const("sl1", np.array([1], np.int64))
+        const("slm1", np.array([-1], np.int64))
+        const("slbig", np.array([np.iinfo(np.int64).max], np.int64))   # "to the end" (ONNX idiom; tract-safe)
+        const("bmul", np.array(BIGRAM_MUL, np.int64))
+        const("bmod", np.array(buckets, np.int64))
+        node("Slice", ["input_ids", "sl0", "slm1", "sl1"], ["ids_a"])       # B,T-1
+        node("Slice", ["input_ids", "sl1", "slbig", "sl1"], ["ids_b"])      # B,T-1
+        node("Mul", ["ids_a", "bmul"], ["ids_am"])
+        node("Add", ["ids_am", "ids_b"], ["ids_ab"])
+        node("Mod", ["ids_ab", "bmod"], ["bh"], fmod=0)
+        node("Slice", ["mf", "sl0", "slm1", "sl1"], ["mf_a"])
+        node("Slice", ["mf", "sl1", "slbig", "sl1"], ["mf_b"])
+        node("Mul", ["mf_a", "mf_b"], ["mbf"])                           # B,T-1
+        node("Unsqueeze", ["mbf", "ax2"], ["mb3"])
+        if int8:
+            # fold the bigram mask into the gathered per-row scale: one [B,T,D] Mul instead of two
+            bq, bscale = quantize_rows(bigram_table)
+            const("bemb_q", bq)
+            const("bemb_scale", bscale.reshape(-1, 1))
+            node("Gather", ["bemb_q", "bh"], ["bemb_gq"], axis=0)
+            node("Cast", ["bemb_gq"], ["bemb_gf"], to=TensorProto.FLOAT)
+            node("Gather", ["bemb_scale", "bh"], ["bemb_gs"], axis=0)     # B,T-1,1
+            node("Mul", ["bemb_gs", "mb3"], ["bemb_w"])
+            node("Mul", ["bemb_gf", "bemb_w"], ["ebm"])
+        else:
+            eb = lookup(bigram_table, "bh", "bemb")
+            node("Mul", [eb, "mb3"], ["ebm"])
+        node("ReduceSum", ["ebm", "ax1"], ["bs"], keepdims=0)
+        node("ReduceSum", ["mbf", "ax1"], ["nb0"], keepdims=1)
+        node("Max", ["nb0", "one"], ["nb"])
+        node("Div", ["bs", "nb"], ["bmean"])
+        feats.append("bmean")
     node("Log", ["n"], ["logn"])
     node("Mul", ["logn", "len_scale"], ["lf"])
-    node("Concat", ["mean", "mx", "lf"], ["x"], axis=1)
+    node("Concat", feats + ["lf"], ["x"], axis=1)
     const("W1", params["W1"].astype(np.float32))
     const("b1", params["b1"].astype(np.float32))
     const("W2", params["W2"].astype(np.float32))
     const("b2", params["b2"].astype(np.float32))
-    const("W4", params["W4"].astype(np.float32))
-    const("b4", params["b4"].astype(np.float32))
-    const("w5", params["w5"].astype(np.float32))
-    const("b5", params["b5"].astype(np.float32))
     const("flat", np.array([-1], np.int64))
     node("MatMul", ["x", "W1"], ["h0"])
     node("Add", ["h0", "b1"], ["h1"])
@@ -80,11 +118,17 @@ def build(params, table, path, int8=False, producer="tierflow-router-train"):
     node("MatMul", ["h", "W2"], ["l0"])
     node("Add", ["l0", "b2"], ["logits"])
     node("Softmax", ["logits"], ["category_probs"], axis=1)
-    node("MatMul", ["x", "W4"], ["g0"])
-    node("Add", ["g0", "b4"], ["g1"])
-    node("Relu", ["g1"], ["g"])
-    node("MatMul", ["g", "w5"], ["s0"])
-    node("Add", ["s0", "b5"], ["s1"])
+    # strong head: sigmoid([lz, probs, lz * probs] @ ws + bs), lz = (log n - mu) / sd
+    const("s_mu", np.array(strong["mu"], np.float32))
+    const("s_sd", np.array(strong["sd"], np.float32))
+    const("ws", np.asarray(strong["coef"], np.float32).reshape(-1, 1))
+    const("s_b", np.array([strong["b"]], np.float32))
+    node("Sub", ["logn", "s_mu"], ["lz0"])
+    node("Div", ["lz0", "s_sd"], ["lz"])                                 # B,1
+    node("Mul", ["category_probs", "lz"], ["lzp"])                       # B,8
+    node("Concat", ["lz", "category_probs", "lzp"], ["sf"], axis=1)      # B,17
+    node("MatMul", ["sf", "ws"], ["s0"])
+    node("Add", ["s0", "s_b"], ["s1"])
     node("Sigmoid", ["s1"], ["s2"])
     node("Reshape", ["s2", "flat"], ["strong_prob"])
 

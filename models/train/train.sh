@@ -14,7 +14,8 @@ fi
 "$VENV/bin/pip" install -q --disable-pip-version-check -r "$HERE/requirements.txt"
 export HF_HUB_OFFLINE=1 PYTHONHASHSEED=0 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 START=$(date +%s)
-"$VENV/bin/python" "$HERE/train.py" --data "$DATA" --out "$ROOT/models" --int8
+# shellcheck disable=SC2086  # TRAIN_ARGS: optional extra train.py flags, e.g. "--save-oof /tmp/oof.npz"
+"$VENV/bin/python" "$HERE/train.py" --data "$DATA" --out "$ROOT/models" --int8 ${TRAIN_ARGS:-}
 "$VENV/bin/python" "$HERE/eval_onnx.py" --data "$DATA" --models "$ROOT/models"
 "$VENV/bin/python" "$HERE/write_readme.py" "$(( $(date +%s) - START )) s"
 (cd "$ROOT/models" && sha256sum router.onnx tokenizer.json)

@@ -30,10 +30,12 @@ def main():
               "", "Most frequent confusions (gold->pred): " + ", ".join(
                   f"{k} {v}" for k, v in list(cv["confusion"].items())[:8]),
               "", "Router line (score.py formula, out-of-fold strong_prob, 745 GPT-4/Mixtral rows; "
-              "weak-only 0.786 of strong quality):", "",
-              "| strong calls | quality | of strong quality | PGR |", "|---|---|---|---|"]
+              "weak-only 0.786 of strong quality; last column: ranking by prompt length alone):", "",
+              "| strong calls | quality | of strong quality | PGR | length only |", "|---|---|---|---|---|"]
+    lo = s.get("cv_router_curve_length_only", {})
     for frac, r in s["cv_router_curve"].items():
-        lines.append(f"| {float(frac):.2f} | {r['quality']:.4f} | {r['quality_vs_strong']:.4f} | {r['pgr']:.3f} |")
+        lines.append(f"| {float(frac):.2f} | {r['quality']:.4f} | {r['quality_vs_strong']:.4f} | {r['pgr']:.3f} "
+                     f"| {lo.get(frac, float('nan')):.4f} |")
     a = s["cv_router_at_thresholds"]
     lines += ["", f"At the recommended thresholds: {a['strong_call_fraction']:.3f} strong calls, "
               f"{a['quality_vs_strong']:.4f} of strong quality (PGR {a['pgr']:.3f}). "

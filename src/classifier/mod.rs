@@ -121,13 +121,14 @@ pub struct TierThresholds {
 
 impl Default for TierThresholds {
     fn default() -> Self {
-        TierThresholds { t2: 0.1686, t3: 0.3372, t4: 0.6686 }
+        TierThresholds { t2: 0.3071, t3: 0.4018, t4: 0.4781 }
     }
 }
 
 /// Maps the model's difficulty estimate and category to a tier in 1..=4.
 pub fn tier_from_difficulty(strong_prob: f32, category: Category, th: &TierThresholds) -> u8 {
-    let p = if strong_prob.is_finite() { strong_prob } else { 0.5 };
+    // A broken model answer counts as borderline: the first strong tier.
+    let p = if strong_prob.is_finite() { strong_prob } else { th.t3 };
     let tier = if p >= th.t4 {
         4
     } else if p >= th.t3 {
@@ -311,9 +312,9 @@ mod tests {
     fn tier_thresholds_and_clamps() {
         let th = TierThresholds::default();
         assert_eq!(tier_from_difficulty(0.0, Category::General, &th), 1);
-        assert_eq!(tier_from_difficulty(0.25, Category::General, &th), 2);
-        assert_eq!(tier_from_difficulty(0.4, Category::General, &th), 3);
-                assert_eq!(tier_from_difficulty(0.99, Category::General, &th), 4);
+        assert_eq!(tier_from_difficulty(0.35, Category::General, &th), 2);
+        assert_eq!(tier_from_difficulty(0.45, Category::General, &th), 3);
+        assert_eq!(tier_from_difficulty(0.99, Category::General, &th), 4);
         assert_eq!(tier_from_difficulty(0.99, Category::SimpleChat, &th), 2);
         assert_eq!(tier_from_difficulty(0.0, Category::Coding, &th), 2);
         assert_eq!(tier_from_difficulty(f32::NAN, Category::General, &th), 3);
