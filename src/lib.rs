@@ -19,17 +19,17 @@
 //! optionally shared through Redis) and `stats` (per-core counters, Prometheus text) — is driven
 //! by the pipeline's `account` stage and the `keys`/`usage` commands.
 
-pub mod api;
-pub mod cache;
-pub mod classifier;
-pub mod cli;
 pub mod config;
 pub mod error;
-pub mod health;
-pub mod http;
-pub mod ledger;
 pub mod log;
+pub mod runtime;
+pub mod http;
+pub mod cache;
+pub mod classifier;
+pub mod health;
 pub mod pipeline;
 pub mod providers;
-pub mod runtime;
+pub mod api;
+pub mod cli;
+pub mod ledger;
 pub mod stats;

@@ -44,12 +44,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 4] = [
-        Self::Ok,
-        Self::ClientCancelled,
-        Self::UpstreamBroken,
-        Self::Error,
-    ];
+    pub const ALL: [Outcome; 4] = [Self::Ok, Self::ClientCancelled, Self::UpstreamBroken, Self::Error];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -50,19 +50,13 @@ pub fn make_tls() -> TlsFiles {
     let ca_key = KeyPair::generate().expect("ca key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "tierflow test CA");
+    ca_params.distinguished_name.push(DnType::CommonName, "tierflow test CA");
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let leaf_key = KeyPair::generate().expect("leaf key");
-    let leaf_params =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .expect("leaf params");
-    let leaf = leaf_params
-        .signed_by(&leaf_key, &issuer)
-        .expect("leaf cert");
+    let leaf_params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("leaf params");
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).expect("leaf cert");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -73,10 +67,7 @@ pub fn make_tls() -> TlsFiles {
             rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
         )
         .expect("server config");
-    TlsFiles {
-        ca_pem: ca_cert.pem(),
-        server: Arc::new(server),
-    }
+    TlsFiles { ca_pem: ca_cert.pem(), server: Arc::new(server) }
 }
 
 pub fn start(tls: Option<Arc<rustls::ServerConfig>>) -> Mock {
@@ -141,16 +132,13 @@ fn serve<S: Read + Write>(stream: S, raw: Option<TcpStream>, st: &MockState) {
             return; // upstream "down": established connections die too
         }
         st.requests.fetch_add(1, Ordering::SeqCst);
-        let req: serde_json::Value =
-            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
         let model = req["model"].as_str().unwrap_or("").to_string();
         st.models.lock().unwrap().push(model.clone());
         st.bodies.lock().unwrap().push(body.clone());
         st.heads.lock().unwrap().push(head.clone());
         let stream = req["stream"].as_bool().unwrap_or(false);
-        let include_usage = req["stream_options"]["include_usage"]
-            .as_bool()
-            .unwrap_or(false);
+        let include_usage = req["stream_options"]["include_usage"].as_bool().unwrap_or(false);
         let has_tools = req["tools"].as_array().is_some_and(|t| !t.is_empty());
         let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
         let w = reader.get_mut();
@@ -174,12 +162,7 @@ fn serve<S: Read + Write>(stream: S, raw: Option<TcpStream>, st: &MockState) {
 
 pub const CONTENT_WORDS: [&str; 5] = ["Hello", " from", " the", " mock", "."];
 
-pub fn completion_json(
-    model: &str,
-    content: &str,
-    prompt_tokens: u64,
-    completion_tokens: u64,
-) -> String {
+pub fn completion_json(model: &str, content: &str, prompt_tokens: u64, completion_tokens: u64) -> String {
     serde_json::json!({
         "id": "chatcmpl-mock123",
         "object": "chat.completion",
@@ -197,12 +180,7 @@ pub fn completion_json(
     .to_string()
 }
 
-pub fn chunk_json(
-    model: &str,
-    delta: serde_json::Value,
-    finish: Option<&str>,
-    include_usage: bool,
-) -> String {
+pub fn chunk_json(model: &str, delta: serde_json::Value, finish: Option<&str>, include_usage: bool) -> String {
     let mut v = serde_json::json!({
         "id": "chatcmpl-mock123", "object": "chat.completion.chunk", "created": 1_700_000_000u64,
         "model": model, "system_fingerprint": "fp_mock",
@@ -216,26 +194,11 @@ pub fn chunk_json(
 
 /// The SSE events (data payloads) the mock sends for a streamed answer.
 pub fn stream_events(model: &str, include_usage: bool, prompt_tokens: u64) -> Vec<String> {
-    let mut ev = vec![chunk_json(
-        model,
-        serde_json::json!({"role": "assistant", "content": "", "refusal": null}),
-        None,
-        include_usage,
-    )];
+    let mut ev = vec![chunk_json(model, serde_json::json!({"role": "assistant", "content": "", "refusal": null}), None, include_usage)];
     for w in CONTENT_WORDS {
-        ev.push(chunk_json(
-            model,
-            serde_json::json!({"content": w}),
-            None,
-            include_usage,
-        ));
+        ev.push(chunk_json(model, serde_json::json!({"content": w}), None, include_usage));
     }
-    ev.push(chunk_json(
-        model,
-        serde_json::json!({}),
-        Some("stop"),
-        include_usage,
-    ));
+    ev.push(chunk_json(model, serde_json::json!({}), Some("stop"), include_usage));
     if include_usage {
         ev.push(
             serde_json::json!({"id": "chatcmpl-mock123", "object": "chat.completion.chunk", "created": 1_700_000_000u64,
@@ -256,8 +219,7 @@ fn write_chunk<W: Write>(w: &mut W, data: &[u8]) -> std::io::Result<()> {
 }
 
 fn error_body(status: u16, message: &str, ty: &str, code: &str) -> String {
-    serde_json::json!({"error": {"message": message, "type": ty, "param": null, "code": code}})
-        .to_string()
+    serde_json::json!({"error": {"message": message, "type": ty, "param": null, "code": code}}).to_string()
         + if status == 0 { "" } else { "" }
 }
 
@@ -284,60 +246,24 @@ fn respond<W: Write>(
     };
     match model {
         "e429" => {
-            send_error(
-                w,
-                429,
-                "Too Many Requests",
-                error_body(
-                    429,
-                    "Rate limit reached for requests",
-                    "requests",
-                    "rate_limit_exceeded",
-                ),
-            );
+            send_error(w, 429, "Too Many Requests", error_body(429, "Rate limit reached for requests", "requests", "rate_limit_exceeded"));
             return true;
         }
         "e500" => {
-            send_error(
-                w,
-                500,
-                "Internal Server Error",
-                error_body(
-                    500,
-                    "The server had an error while processing your request.",
-                    "server_error",
-                    "internal_error",
-                ),
-            );
+            send_error(w, 500, "Internal Server Error", error_body(500, "The server had an error while processing your request.", "server_error", "internal_error"));
             return true;
         }
         "e400" => {
-            send_error(
-                w,
-                400,
-                "Bad Request",
-                error_body(
-                    400,
-                    "Invalid value for 'temperature'.",
-                    "invalid_request_error",
-                    "invalid_value",
-                ),
-            );
+            send_error(w, 400, "Bad Request", error_body(400, "Invalid value for 'temperature'.", "invalid_request_error", "invalid_value"));
             return true;
         }
         _ => {}
     }
     if !stream {
-        let content = if model == "echo" {
-            String::from_utf8_lossy(body).into_owned()
-        } else {
-            CONTENT_WORDS.concat()
-        };
+        let content = if model == "echo" { String::from_utf8_lossy(body).into_owned() } else { CONTENT_WORDS.concat() };
         let text = completion_json(model, &content, prompt_tokens, CONTENT_WORDS.len() as u64);
-        st.prompt_tokens_total
-            .fetch_add(prompt_tokens, Ordering::SeqCst);
-        st.completion_tokens_total
-            .fetch_add(CONTENT_WORDS.len() as u64, Ordering::SeqCst);
+        st.prompt_tokens_total.fetch_add(prompt_tokens, Ordering::SeqCst);
+        st.completion_tokens_total.fetch_add(CONTENT_WORDS.len() as u64, Ordering::SeqCst);
         if model == "close" {
             let _ = write!(w, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{text}");
             let _ = w.flush();
@@ -359,10 +285,7 @@ fn respond<W: Write>(
                 std::thread::sleep(Duration::from_secs(30));
             } else if let Some(raw) = raw {
                 use std::os::fd::AsRawFd;
-                let linger = libc::linger {
-                    l_onoff: 1,
-                    l_linger: 0,
-                };
+                let linger = libc::linger { l_onoff: 1, l_linger: 0 };
                 // SAFETY: valid socket fd and a properly sized linger struct.
                 unsafe {
                     libc::setsockopt(
@@ -384,10 +307,8 @@ fn respond<W: Write>(
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    st.prompt_tokens_total
-        .fetch_add(prompt_tokens, Ordering::SeqCst);
-    st.completion_tokens_total
-        .fetch_add(CONTENT_WORDS.len() as u64, Ordering::SeqCst);
+    st.prompt_tokens_total.fetch_add(prompt_tokens, Ordering::SeqCst);
+    st.completion_tokens_total.fetch_add(CONTENT_WORDS.len() as u64, Ordering::SeqCst);
     let _ = write_chunk(w, b"data: [DONE]\n\n");
     let _ = w.write_all(b"0\r\n\r\n");
     let _ = w.flush();
@@ -400,10 +321,7 @@ pub const ANTHROPIC_TEXT: &str = "Hello from the mock.";
 fn reset<S>(raw: Option<&TcpStream>, _w: &mut S) {
     if let Some(raw) = raw {
         use std::os::fd::AsRawFd;
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
         // SAFETY: valid socket fd and a properly sized linger struct.
         unsafe {
             libc::setsockopt(
@@ -458,43 +376,19 @@ fn anthropic_error(kind: &str, message: &str) -> Vec<u8> {
 }
 
 /// Anthropic Messages dialect.
-fn respond_anthropic<W: Write>(
-    w: &mut W,
-    raw: Option<&TcpStream>,
-    model: &str,
-    stream: bool,
-    has_tools: bool,
-) -> bool {
+fn respond_anthropic<W: Write>(w: &mut W, raw: Option<&TcpStream>, model: &str, stream: bool, has_tools: bool) -> bool {
     use tierflow::providers::anthropic::mock::{self as am, Scenario};
     let scenario = match model {
         "a-e429" => {
-            send_json(
-                w,
-                429,
-                "Too Many Requests",
-                &anthropic_error(
-                    "rate_limit_error",
-                    "Number of request tokens has exceeded your per-minute rate limit",
-                ),
-            );
+            send_json(w, 429, "Too Many Requests", &anthropic_error("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit"));
             return true;
         }
         "a-e500" => {
-            send_json(
-                w,
-                500,
-                "Internal Server Error",
-                &anthropic_error("api_error", "Internal server error"),
-            );
+            send_json(w, 500, "Internal Server Error", &anthropic_error("api_error", "Internal server error"));
             return true;
         }
         "a-e400" => {
-            send_json(
-                w,
-                400,
-                "Bad Request",
-                &anthropic_error("invalid_request_error", "max_tokens: Field required"),
-            );
+            send_json(w, 400, "Bad Request", &anthropic_error("invalid_request_error", "max_tokens: Field required"));
             return true;
         }
         "a-tool" => Scenario::OneTool,
