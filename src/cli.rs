@@ -49,6 +49,9 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysCommand,
     },
+    /// Offline evaluation: JSON lines on stdin (`{"prompt": ...}` or a chat body) → one JSON line
+    /// per input with category, tier, security verdict, PII spans and the scrubbed text.
+    Inspect,
     /// Requests, tokens and cost from the ledger, grouped.
     Usage {
         /// Group by `key`, `app`, `model` or `day`.
@@ -148,6 +151,7 @@ pub fn main() -> i32 {
         None | Some(Command::Serve) => serve(config, args.config.clone(), overrides),
         Some(Command::Keys { action }) => keys_command(&config, action),
         Some(Command::Usage { by, days }) => usage_command(&config, &by, days),
+        Some(Command::Inspect) => crate::inspect::run(&config),
     }
 }
 

@@ -30,3 +30,5 @@ pub mod api;
 pub mod cli;
 pub mod ledger;
 pub mod stats;
+pub mod scanner;
+pub mod inspect;

@@ -6,6 +6,7 @@ mod support;
 mod service;
 #[path = "gateway_accounting.rs"]
 mod accounting;
+mod security;
 
 use std::io::{BufReader, Read, Write};
 use std::sync::atomic::Ordering;

@@ -50,6 +50,8 @@ pub struct Shared {
     pub counters: Vec<Arc<WorkerCounters>>,
     /// Keys, budgets, ledger and stats registry (the accounting engine).
     pub accounting: Arc<Accounting>,
+    /// The security scanner (loads in the background; see `pipeline::security`).
+    pub security: Arc<crate::pipeline::security::SecurityEngine>,
     listener_fds: Mutex<Vec<i32>>,
 }
 
@@ -195,6 +197,7 @@ pub fn start(config: Arc<Config>, accounting: Arc<Accounting>) -> anyhow::Result
         driver,
         counters,
         accounting,
+        security: crate::pipeline::security::SecurityEngine::start(&config.security),
         listener_fds: Mutex::new(Vec::new()),
     });
     // Port 0: let the first listener pick, the others join it through SO_REUSEPORT.
