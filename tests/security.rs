@@ -50,6 +50,19 @@ fn metric(stats: &str, name: &str) -> f64 {
     stats.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
 }
 
+/// /stats once `name` reaches `want` (records are counted just after the response is sent), or
+/// after 3 s.
+fn stats_when(gw: &Gateway, name: &str, want: f64) -> String {
+    let start = Instant::now();
+    loop {
+        let stats = get(gw.addr, "/stats", "").text();
+        if metric(&stats, name) >= want || start.elapsed().as_secs() >= 3 {
+            return stats;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn injection_is_blocked_with_403_naming_rules_and_never_forwarded() {
     let m = mock::start(None);
@@ -75,8 +88,9 @@ fn injection_is_blocked_with_403_naming_rules_and_never_forwarded() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("X-TierFlow-Security"), Some("CLEAN"));
-    let stats = get(gw.addr, "/stats", "").text();
-    assert_eq!(metric(&stats, "tierflow_security_verdicts_total{verdict=\"BLOCKED\"}"), 2.0, "{stats}");
+    let name = "tierflow_security_verdicts_total{verdict=\"BLOCKED\"}";
+    let stats = stats_when(&gw, name, 2.0);
+    assert_eq!(metric(&stats, name), 2.0, "{stats}");
 }
 
 #[test]
@@ -105,7 +119,7 @@ fn pii_is_scrubbed_upstream_and_restored_in_json_answers() {
     assert!(!sent.contains(&email) && !sent.contains(&card), "PII reached the upstream: {sent}");
     let content = r.json()["choices"][0]["message"]["content"].as_str().unwrap().to_string();
     assert!(content.contains(&prompt), "originals not restored: {content}");
-    let stats = get(gw.addr, "/stats", "").text();
+    let stats = stats_when(&gw, "tierflow_pii_scrubbed_total", 2.0);
     assert_eq!(metric(&stats, "tierflow_pii_scrubbed_total"), 2.0, "{stats}");
     assert!(!gw.log_text().contains(&email));
 }
