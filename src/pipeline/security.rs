@@ -457,4 +457,31 @@ mod tests {
             assert_eq!(got, text, "cut at {cut}");
         }
     }
+
+    #[test]
+    fn anthropic_text_deltas_are_rehydrated_and_flushed_before_the_block_stops() {
+        let s = scanner();
+        let email = format!("{}@{}.net", "kim.lee", "post-box");
+        let text = format!("Write to {email}");
+        let mut vault = Vault::new();
+        let scrubbed = scrub(&text, &s.scan(&mut s.new_scratch().unwrap(), &text, &pii_opts()).pii, &mut vault);
+        // The stream ends in the middle of a possible placeholder: the held text comes out at the stop.
+        let cut = scrubbed.len() - 3;
+        let mut r = SseRehydrator::new(&vault, true);
+        let mut out = Vec::new();
+        for piece in [&scrubbed[..cut], &scrubbed[cut..]] {
+            let ev = serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}});
+            r.event(b"content_block_delta", ev.to_string().as_bytes(), &mut out);
+        }
+        r.event(b"content_block_stop", br#"{"type":"content_block_stop","index":0}"#, &mut out);
+        let mut got = String::new();
+        for (name, d) in &out {
+            let v: serde_json::Value = serde_json::from_slice(d).unwrap();
+            if name == b"content_block_delta" {
+                got.push_str(v["delta"]["text"].as_str().unwrap());
+            }
+        }
+        assert_eq!(got, text);
+        assert_eq!(out.last().unwrap().0, b"content_block_stop");
+    }
 }
