@@ -84,7 +84,7 @@ pub fn answer_line(cfg: &Config, scanner: &Scanner, scratch: &mut ScanScratch, l
     let mut report = scanner.scan(scratch, &prompt, &opts);
     // A chat body: the other user-controlled messages count for the verdict too.
     if let Some(r) = req.as_ref().filter(|r| r.messages.len() > 1) {
-        let others = security::screen(scanner, &r.messages, sec);
+        let others = security::screen(scanner, &r.messages, sec, false);
         for t in others.threats {
             if !report.threats.iter().any(|x| x.rule == t.rule) {
                 report.threats.push(t);

@@ -218,3 +218,24 @@ fn inspect_answers_every_line_in_order_with_the_contract_fields() {
     assert_eq!(answers[3]["category"], "agentic");
     assert_eq!(answers[3]["decided_by"], "structure");
 }
+
+#[test]
+fn pii_in_earlier_turns_and_tool_arguments_is_scrubbed_too() {
+    let m = mock::start(None);
+    let gw = spawn(&m, json!({}));
+    let email = test_email();
+    let args = json!({"to": email}).to_string();
+    let body = json!({"model": "mock/echo", "messages": [
+        {"role": "user", "content": "send the mail"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+            "function": {"name": "send_mail", "arguments": args}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sent"},
+        {"role": "user", "content": "thanks"}
+    ]});
+    let r = chat(gw.addr, &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = String::from_utf8(m.state.bodies.lock().unwrap()[0].clone()).unwrap();
+    assert!(!sent.contains(&email), "PII in tool arguments reached the upstream: {sent}");
+    let content = r.json()["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    assert!(content.contains(&email), "not restored: {content}");
+}

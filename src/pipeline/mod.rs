@@ -250,12 +250,18 @@ async fn chat(
         match worker.shared.security.wait(sec.startup_wait_ms).await {
             Some(s) => {
                 scanner = Some(s.clone());
-                security::screen(s, &req.messages, sec)
+                // Look for PII too when the request may reach a scrubbing provider: a request
+                // without any skips the JSON rewrite. Tool-call arguments are not in the message
+                // texts, so a body with any goes to the scrubber regardless.
+                let want_pii = cfg.providers.iter().any(|p| p.pii);
+                let mut r = security::screen(s, &req.messages, sec, want_pii);
+                r.pii_seen |= want_pii && memchr::memmem::find(body, b"\"arguments\"").is_some();
+                r
             }
             None => security::Screening::unscanned(),
         }
     } else {
-        security::Screening { verdict: "CLEAN", threats: Vec::new() }
+        security::Screening { verdict: "CLEAN", threats: Vec::new(), pii_seen: false }
     };
     acct.security = screening.ledger_verdict();
     if screening.blocked() {
@@ -340,7 +346,8 @@ async fn chat(
     let mut vault = crate::scanner::Vault::new();
     let mut pii_messages: Option<(Vec<u8>, u32)> = None;
     let mut anthropic_pii: Option<Vec<u8>> = None;
-    if let Some(s) = scanner.as_deref().filter(|_| decision.targets.iter().any(|t| cfg.providers[t.provider(&cfg)].pii)) {
+    let scrubbing = screening.pii_seen && decision.targets.iter().any(|t| cfg.providers[t.provider(&cfg)].pii);
+    if let Some(s) = scanner.as_deref().filter(|_| scrubbing) {
         let base = messages_override.as_deref().or_else(|| security::messages_member(body, &members));
         pii_messages = base.and_then(|b| security::scrub_messages(s, b, &mut vault));
         if let (Some(_), Some(i), Some(m)) = (&pii_messages, &inbound, &anthropic_members) {
