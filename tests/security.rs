@@ -239,3 +239,17 @@ fn pii_in_earlier_turns_and_tool_arguments_is_scrubbed_too() {
     let content = r.json()["choices"][0]["message"]["content"].as_str().unwrap().to_string();
     assert!(content.contains(&email), "not restored: {content}");
 }
+
+#[test]
+fn requests_before_the_scanner_is_ready_are_served_unscanned_and_counted() {
+    let m = mock::start(None);
+    // An empty cache directory: the scanner compiles for seconds; requests must not wait for it.
+    let cold = tempfile::tempdir().unwrap();
+    let gw = spawn(&m, json!({"security": {"cache_dir": cold.path(), "startup_wait_ms": 0}}));
+    let r = chat(gw.addr, &json!({"model": "auto", "messages": [{"role": "user", "content": "hello"}]}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("X-TierFlow-Security"), Some("UNSCANNED"));
+    let name = "tierflow_security_verdicts_total{verdict=\"UNSCANNED\"}";
+    let stats = stats_when(&gw, name, 1.0);
+    assert_eq!(metric(&stats, name), 1.0, "{stats}");
+}
