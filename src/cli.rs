@@ -1,6 +1,7 @@
 //! Command line: `tierflow [serve]` runs the gateway; `--init` writes a commented config template,
 //! `--check` validates a config and prints the routing table; `keys create|list|revoke` manage
-//! virtual keys and `usage` prints the spend report, both on the ledger file the config names.
+//! virtual keys and `usage` prints the spend report, both on the ledger file the config names;
+//! `inspect` prints the router's and scanner's view of JSON lines on stdin (`crate::inspect`).
 //! Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or arguments.
 
 use std::path::{Path, PathBuf};
