@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
     for (_, t) in &v.texts {
         assert!(t.len() <= 4 * text.len() + 2 * MAX_DECODED_BYTES + 64);
     }
-    let s = SCANNER.get_or_init(|| Scanner::embedded().unwrap());
+    let s = SCANNER.get_or_init(|| {
+        // Through the compiled-database cache: a fuzz run must not spend its time compiling.
+        let dir = tierflow::config::default_cache_dir().unwrap_or_else(|| std::env::temp_dir().join("tierflow"));
+        Scanner::embedded_cached(Some(&dir)).unwrap().0
+    });
     let mut scratch = s.new_scratch().unwrap();
     let r = s.scan(&mut scratch, text, &ScanOptions::default());
     let mut last = 0;

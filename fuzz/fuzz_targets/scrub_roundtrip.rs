@@ -8,7 +8,11 @@ static SCANNER: OnceLock<Scanner> = OnceLock::new();
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let s = SCANNER.get_or_init(|| Scanner::embedded().unwrap());
+    let s = SCANNER.get_or_init(|| {
+        // Through the compiled-database cache: a fuzz run must not spend its time compiling.
+        let dir = tierflow::config::default_cache_dir().unwrap_or_else(|| std::env::temp_dir().join("tierflow"));
+        Scanner::embedded_cached(Some(&dir)).unwrap().0
+    });
     let mut scratch = s.new_scratch().unwrap();
     let r = s.scan(&mut scratch, text, &ScanOptions::default());
     let mut vault = Vault::new();
