@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(rest) else { return };
     let mut vault = Vault::new();
     let e = vault.insert(PiiKind::Email, "a\"b@c.example").to_string();
-    let c = vault.insert(PiiKind::CreditCard, "4111 1111 1111 1111").to_string();
+    let c = vault.insert(PiiKind::CreditCard, "1234 5678 9").to_string();
     let scrubbed = format!("{s}{e} {s}{c}{}", &e[..e.len() / 2]);
     let expected = vault.rehydrate_text(&scrubbed);
     let step = usize::from(step % 11) + 1;
