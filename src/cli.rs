@@ -1,6 +1,7 @@
 //! Command line: `tierflow [serve]` runs the gateway; `--init` writes a commented config template,
 //! `--check` validates a config and prints the routing table; `keys create|list|revoke` manage
-//! virtual keys and `usage` prints the spend report, both on the ledger file the config names.
+//! virtual keys and `usage` prints the spend report, both on the ledger file the config names;
+//! `inspect` prints the router's and scanner's view of JSON lines on stdin (`crate::inspect`).
 //! Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or arguments.
 
 use std::path::{Path, PathBuf};
@@ -49,6 +50,9 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysCommand,
     },
+    /// Offline evaluation: JSON lines on stdin (`{"prompt": ...}` or a chat body) → one JSON line
+    /// per input with category, tier, security verdict, PII spans and the scrubbed text.
+    Inspect,
     /// Requests, tokens and cost from the ledger, grouped.
     Usage {
         /// Group by `key`, `app`, `model` or `day`.
@@ -148,6 +152,7 @@ pub fn main() -> i32 {
         None | Some(Command::Serve) => serve(config, args.config.clone(), overrides),
         Some(Command::Keys { action }) => keys_command(&config, action),
         Some(Command::Usage { by, days }) => usage_command(&config, &by, days),
+        Some(Command::Inspect) => crate::inspect::run(&config),
     }
 }
 

@@ -113,6 +113,78 @@ pub struct RawConfig {
     /// Share budgets and rate limits across gateway instances through Redis. Default: local only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RawRedis>,
+    /// The security scanner (prompt-injection verdicts, PII scrubbing). Default: on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<RawSecurity>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecurity {
+    /// Default true. `false`: no scanning, no scrubbing (`X-TierFlow-Security: CLEAN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// `critical` (default) or `warning`: the lowest threat severity answered with 403.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_on: Option<String>,
+    /// Also scan system/developer messages (default false: they are the operator's text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_system: Option<bool>,
+    /// Where compiled Hyperscan databases are cached; default `$CACHE_DIRECTORY`, else
+    /// `$XDG_CACHE_HOME/tierflow`, else `~/.cache/tierflow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<PathBuf>,
+    /// While the scanner is still loading at start, wait this long per request before serving
+    /// it unscanned (`X-TierFlow-Security: UNSCANNED`); default 2000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_wait_ms: Option<u64>,
+}
+
+/// The `security` section, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecuritySettings {
+    pub enabled: bool,
+    /// Block on warnings too (`block_on: "warning"`).
+    pub block_on_warning: bool,
+    pub scan_system: bool,
+    pub cache_dir: Option<PathBuf>,
+    pub startup_wait_ms: u64,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        SecuritySettings { enabled: true, block_on_warning: false, scan_system: false, cache_dir: None, startup_wait_ms: 2000 }
+    }
+}
+
+fn security_settings(raw: Option<&RawSecurity>) -> Result<SecuritySettings, ConfigError> {
+    let mut s = SecuritySettings::default();
+    let Some(r) = raw else { return Ok(s) };
+    s.enabled = r.enabled.unwrap_or(true);
+    s.block_on_warning = match r.block_on.as_deref() {
+        None | Some("critical") => false,
+        Some("warning") => true,
+        Some(_) => return Err(invalid("security.block_on", "must be \"critical\" or \"warning\"")),
+    };
+    s.scan_system = r.scan_system.unwrap_or(false);
+    s.cache_dir = r.cache_dir.clone();
+    s.startup_wait_ms = r.startup_wait_ms.unwrap_or(2000);
+    Ok(s)
+}
+
+/// The default scanner cache directory: `$CACHE_DIRECTORY` (systemd `CacheDirectory=`; the first
+/// of a `:`-separated list), else `$XDG_CACHE_HOME/tierflow`, else `~/.cache/tierflow`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("CACHE_DIRECTORY").filter(|d| !d.is_empty()) {
+        let first = dir.to_string_lossy().split(':').next().unwrap_or("").to_string();
+        if !first.is_empty() {
+            return Some(PathBuf::from(first));
+        }
+    }
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(x).join("tierflow"));
+    }
+    std::env::var_os("HOME").filter(|d| !d.is_empty()).map(|h| PathBuf::from(h).join(".cache").join("tierflow"))
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -409,6 +481,7 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Redis (connect, command) timeouts, ms, when set in the file.
     pub redis_timeouts_ms: (Option<u64>, Option<u64>),
+    pub security: SecuritySettings,
     /// Where it came from (`embedded default` or a path), for logs.
     pub source: String,
     /// The raw form, kept for `GET /config` (secrets redacted there).
@@ -543,6 +616,7 @@ impl Config {
             apps: BTreeMap::new(),
             redis_url: None,
             redis_timeouts_ms: (None, None),
+            security: security_settings(raw.security.as_ref())?,
             source,
             raw: RawConfig::default(),
         };

@@ -17,7 +17,8 @@
 //! (wire format) and `providers` (dialects), configured by `config`, failing through `error`.
 //! The accounting engine — `ledger` (usage rows in SQLite, virtual keys, budgets and rate limits,
 //! optionally shared through Redis) and `stats` (per-core counters, Prometheus text) — is driven
-//! by the pipeline's `account` stage and the `keys`/`usage` commands.
+//! by the pipeline's `account` stage and the `keys`/`usage` commands. The security `scanner`
+//! (Hyperscan rules, PII vault) is driven by the pipeline's `security` stage and `inspect`.
 
 pub mod config;
 pub mod error;
@@ -33,3 +34,5 @@ pub mod api;
 pub mod cli;
 pub mod ledger;
 pub mod stats;
+pub mod scanner;
+pub mod inspect;

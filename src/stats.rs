@@ -119,7 +119,7 @@ pub struct CoreStats {
     cost_micros_by_app: Box<[AtomicU64]>,
     saved_micros: AtomicU64,
     cache: [AtomicU64; 2],
-    verdicts: [AtomicU64; 3],
+    verdicts: [AtomicU64; 4],
     outcomes: [AtomicU64; 4],
     pii_scrubbed: AtomicU64,
     failovers: AtomicU64,
@@ -251,7 +251,7 @@ impl StatsRegistry {
             cost_micros_by_app: vec![0; l.apps.len()],
             saved_micros: 0,
             cache: [0; 2],
-            verdicts: [0; 3],
+            verdicts: [0; 4],
             outcomes: [0; 4],
             pii_scrubbed: 0,
             failovers: 0,
@@ -353,7 +353,7 @@ pub struct StatsSnapshot {
     /// [hits, misses]
     pub cache: [u64; 2],
     /// Indexed by `SecurityVerdict as usize`.
-    pub verdicts: [u64; 3],
+    pub verdicts: [u64; 4],
     /// Indexed by `Outcome as usize`.
     pub outcomes: [u64; 4],
     pub pii_scrubbed: u64,

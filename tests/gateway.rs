@@ -7,6 +7,7 @@ mod service;
 mod resilience;
 #[path = "gateway_accounting.rs"]
 mod accounting;
+mod security;
 
 use std::io::{BufReader, Read, Write};
 use std::sync::atomic::Ordering;

@@ -11,16 +11,19 @@ pub enum SecurityVerdict {
     Clean,
     Warning,
     Blocked,
+    /// Served while the scanner was still loading at start (see `pipeline::security`).
+    Unscanned,
 }
 
 impl SecurityVerdict {
-    pub const ALL: [SecurityVerdict; 3] = [Self::Clean, Self::Warning, Self::Blocked];
+    pub const ALL: [SecurityVerdict; 4] = [Self::Clean, Self::Warning, Self::Blocked, Self::Unscanned];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Clean => "CLEAN",
             Self::Warning => "WARNING",
             Self::Blocked => "BLOCKED",
+            Self::Unscanned => "UNSCANNED",
         }
     }
 

@@ -208,6 +208,10 @@ pub struct Acct {
     pub ttfb_ms: u32,
     pub pre_upstream_us: u64,
     pub cache_hit: bool,
+    /// The security scanner's verdict (Clean when scanning is off).
+    pub security: crate::ledger::SecurityVerdict,
+    /// PII spans scrubbed from what the chosen upstream received.
+    pub pii_count: u32,
 }
 
 impl Acct {
@@ -239,8 +243,8 @@ impl Acct {
             completion_tokens: usage.map_or(0, |u| u.completion_tokens.min(u32::MAX as u64) as u32),
             cost_usd: meta.as_ref().and_then(|m| m.estimated_cost_usd).unwrap_or(0.0),
             cache_hit: self.cache_hit,
-            security: crate::ledger::SecurityVerdict::Clean,
-            pii_count: 0,
+            security: self.security,
+            pii_count: self.pii_count.min(u16::MAX as u32) as u16,
             upstream_status: self.upstream_status,
             status,
             latency_ms,

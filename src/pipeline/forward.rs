@@ -55,6 +55,8 @@ pub struct Outgoing<'a> {
     pub members: &'a [Member],
     pub stream: bool,
     pub messages_override: Option<&'a [u8]>,
+    /// `messages` with PII scrubbed, for providers with `pii: true` (`None`: nothing to scrub).
+    pub pii_messages: Option<&'a [u8]>,
     /// Set when the client spoke Anthropic Messages (`original` is then its translation).
     pub anthropic_original: Option<AnthropicOriginal<'a>>,
 }
@@ -64,13 +66,16 @@ pub struct AnthropicOriginal<'a> {
     pub body: &'a [u8],
     pub members: &'a [Member],
     pub messages_override: Option<&'a [u8]>,
+    /// Its `messages` with PII scrubbed, for providers with `pii: true`.
+    pub pii_messages: Option<&'a [u8]>,
 }
 
 /// The OpenAI body as a `Value` for the Anthropic request translation, `messages` overridden.
-fn chat_value(req: &Outgoing<'_>) -> Result<serde_json::Value, TranslateError> {
+fn chat_value(req: &Outgoing<'_>, scrub: bool) -> Result<serde_json::Value, TranslateError> {
     let mut v: serde_json::Value =
         serde_json::from_slice(req.original).map_err(|source| TranslateError::InvalidJson { source })?;
-    if let (Some(msgs), Some(obj)) = (req.messages_override, v.as_object_mut()) {
+    let messages = if scrub { req.pii_messages.or(req.messages_override) } else { req.messages_override };
+    if let (Some(msgs), Some(obj)) = (messages, v.as_object_mut()) {
         let m = serde_json::from_slice(msgs).map_err(|source| TranslateError::InvalidJson { source })?;
         obj.insert("messages".into(), m);
     }
@@ -88,7 +93,7 @@ pub async fn forward(
     let limit = if decision.fallback { 1 + cfg.max_fallbacks } else { 1 };
     let mut body = Vec::new();
     let mut wire = Vec::new();
-    let mut parsed: Option<Result<serde_json::Value, TranslateError>> = None;
+    let mut parsed: [Option<Result<serde_json::Value, TranslateError>>; 2] = [None, None];
     let health = worker.health(cfg);
     let order = health_order(cfg, decision, &health, crate::ledger::now_ms());
     for (n, idx) in order.into_iter().enumerate().take(limit) {
@@ -98,19 +103,24 @@ pub async fn forward(
             RouteTarget::Explicit { .. } => None,
         };
         let provider = &cfg.providers[target.provider(cfg)];
+        // Providers with `pii: true` get the scrubbed messages; the others the client's text.
+        let scrub = provider.pii && req.pii_messages.is_some();
         body.clear();
         match (provider.dialect, &req.anthropic_original) {
             (Dialect::OpenAi, _) => {
-                build_upstream_body(req.original, req.members, target.model(cfg), req.stream, req.messages_override, &mut body)
+                let msgs = if scrub { req.pii_messages } else { req.messages_override };
+                build_upstream_body(req.original, req.members, target.model(cfg), req.stream, msgs, &mut body)
             }
             (Dialect::Anthropic, Some(a)) => {
-                build_upstream_body(a.body, a.members, target.model(cfg), false, a.messages_override, &mut body)
+                let msgs = if scrub { a.pii_messages.or(a.messages_override) } else { a.messages_override };
+                build_upstream_body(a.body, a.members, target.model(cfg), false, msgs, &mut body)
             }
             (Dialect::Anthropic, None) => {
-                if parsed.is_none() {
-                    parsed = Some(chat_value(req));
+                let slot = &mut parsed[usize::from(scrub)];
+                if slot.is_none() {
+                    *slot = Some(chat_value(req, scrub));
                 }
-                let translated = match &parsed {
+                let translated = match &parsed[usize::from(scrub)] {
                     Some(Ok(v)) => chat_to_messages_request(v, target.model(cfg), &RequestOptions::default())
                         .map_err(|e| (e.to_string(), e.field().map(str::to_string))),
                     Some(Err(e)) => Err((e.to_string(), None)),
@@ -274,15 +284,15 @@ mod tests {
     fn chat_value_applies_the_messages_override() {
         let original = br#"{"model":"auto","messages":[{"role":"user","content":"/code hi"}],"route":{"tier":2}}"#;
         let msgs = br#"[{"role":"user","content":"hi"}]"#;
-        let req = Outgoing { original, members: &[], stream: false, messages_override: Some(msgs), anthropic_original: None };
-        let v = chat_value(&req).unwrap();
+        let req = Outgoing { original, members: &[], stream: false, messages_override: Some(msgs), pii_messages: None, anthropic_original: None };
+        let v = chat_value(&req, false).unwrap();
         assert_eq!(v["messages"][0]["content"], "hi");
         let body = chat_to_messages_request(&v, "claude-x", &RequestOptions::default()).unwrap();
         let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(sent["model"], "claude-x");
         assert_eq!(sent["messages"][0]["content"], "hi");
         assert!(sent.get("route").is_none(), "{sent}");
-        let bad = Outgoing { original: b"{", members: &[], stream: false, messages_override: None, anthropic_original: None };
-        assert!(chat_value(&bad).is_err());
+        let bad = Outgoing { original: b"{", members: &[], stream: false, messages_override: None, pii_messages: None, anthropic_original: None };
+        assert!(chat_value(&bad, false).is_err());
     }
 }

@@ -23,6 +23,7 @@ pub mod messages;
 pub mod parse;
 pub mod relay;
 pub mod route;
+pub mod security;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -298,6 +299,35 @@ async fn chat(
     };
     acct.requested_model = req.model.to_string();
     acct.stream = req.stream;
+    // Security: the user-controlled text of the request → a verdict (403 when BLOCKED).
+    let sec = &cfg.security;
+    let mut scanner: Option<Arc<crate::scanner::Scanner>> = None;
+    let screening = if sec.enabled {
+        match worker.shared.security.wait(sec.startup_wait_ms).await {
+            Some(s) => {
+                scanner = Some(s.clone());
+                // Look for PII too when the request may reach a scrubbing provider: a request
+                // without any skips the JSON rewrite. Tool-call arguments are not in the message
+                // texts, so a body with any goes to the scrubber regardless.
+                let want_pii = cfg.providers.iter().any(|p| p.pii);
+                let mut r = security::screen(s, &req.messages, sec, want_pii);
+                r.pii_seen |= want_pii && memchr::memmem::find(body, b"\"arguments\"").is_some();
+                r
+            }
+            None => security::Screening::unscanned(),
+        }
+    } else {
+        security::Screening { verdict: "CLEAN", threats: Vec::new(), pii_seen: false }
+    };
+    acct.security = screening.ledger_verdict();
+    if screening.blocked() {
+        let rules = screening.blocking_rules(sec.block_on_warning).join(", ");
+        let e = GatewayError::Forbidden {
+            message: format!("request blocked by the security policy (rules: {rules})"),
+            code: "security_blocked",
+        };
+        return respond_error_as(stream, out, &e, keep_alive, anthropic_client).await;
+    }
     let auto = if req.model == "auto" { classify(worker, &cfg, &req).await } else { None };
     let decision = match route::resolve(&cfg, &req, auto.as_ref()) {
         Ok(d) => d,
@@ -357,6 +387,9 @@ async fn chat(
     let cache_key = match &cfg.cache {
         Some(cc)
             if !caller.no_cache
+                // Answers to requests carrying PII hold per-request placeholders: never shared.
+                && !screening.pii_seen
+                && screening.verdict == "CLEAN"
                 && !anthropic_client
                 && primary_openai
                 && req.n <= 1
@@ -426,6 +459,20 @@ async fn chat(
         (Some(i), Some(m), Some(n)) => strip_prefix_messages(i.original, m, n),
         _ => None,
     };
+    // PII: when a provider of the chain scrubs (`pii: true`), build the scrubbed `messages`
+    // once, into this request's vault; the relay rehydrates the answer if one was used.
+    let mut vault = crate::scanner::Vault::new();
+    let mut pii_messages: Option<(Vec<u8>, u32)> = None;
+    let mut anthropic_pii: Option<Vec<u8>> = None;
+    let scrubbing = screening.pii_seen && decision.targets.iter().any(|t| cfg.providers[t.provider(&cfg)].pii);
+    if let Some(s) = scanner.as_deref().filter(|_| scrubbing) {
+        let base = messages_override.as_deref().or_else(|| security::messages_member(body, &members));
+        pii_messages = base.and_then(|b| security::scrub_messages(s, b, &mut vault));
+        if let (Some(_), Some(i), Some(m)) = (&pii_messages, &inbound, &anthropic_members) {
+            let base = anthropic_override.as_deref().or_else(|| security::messages_member(i.original, m));
+            anthropic_pii = base.and_then(|b| security::scrub_messages(s, b, &mut vault)).map(|(b, _)| b);
+        }
+    }
     let prompt_bytes: usize = req.messages.iter().map(|m| m.text.len()).sum();
     let client_wants_usage = req.include_usage;
     let stream_requested = req.stream;
@@ -437,10 +484,14 @@ async fn chat(
         members: &members,
         stream: stream_requested,
         messages_override: messages_override.as_deref(),
+        pii_messages: pii_messages.as_ref().map(|(b, _)| b.as_slice()),
         anthropic_original: match (&inbound, &anthropic_members) {
-            (Some(i), Some(m)) => {
-                Some(AnthropicOriginal { body: i.original, members: m, messages_override: anthropic_override.as_deref() })
-            }
+            (Some(i), Some(m)) => Some(AnthropicOriginal {
+                body: i.original,
+                members: m,
+                messages_override: anthropic_override.as_deref(),
+                pii_messages: anthropic_pii.as_deref(),
+            }),
             _ => None,
         },
     };
@@ -454,6 +505,9 @@ async fn chat(
     acct.ttfb_ms = fwd.head_at.duration_since(fwd.sent_at).as_millis().min(u32::MAX as u128) as u32;
     let target = &decision.targets[fwd.chosen];
     let upstream_model = target.model(&cfg).to_string();
+    let scrubbed = cfg.providers[target.provider(&cfg)].pii && pii_messages.is_some();
+    acct.pii_count = if scrubbed { pii_messages.as_ref().map_or(0, |(_, n)| *n) } else { 0 };
+    let vault_used = if scrubbed { Some(&vault) } else { None };
     let dialects = match (&inbound, cfg.providers[target.provider(&cfg)].dialect) {
         (None, Dialect::OpenAi) => Dialects::OpenAi,
         (None, Dialect::Anthropic) => Dialects::AnthropicUpstream { model: &upstream_model },
@@ -470,7 +524,7 @@ async fn chat(
         reason: if fwd.attempts.is_empty() { decision.reason.clone() } else { format!("{}+fallback", decision.reason) },
         decided_by: decision.decided_by.as_str(),
         fallbacks: fwd.attempts.iter().map(|a| a.target.clone()).collect(),
-        security: "CLEAN",
+        security: screening.verdict,
         price: target.price(&cfg),
         flagship_price: cfg.flagship.and_then(|f| cfg.targets[f].price),
         estimated_cost_usd: None,
@@ -483,10 +537,10 @@ async fn chat(
     };
     let relayed = if fwd.head.status == 200 && fwd.head.is_event_stream() {
         worker.counters.streams.inc();
-        relay::relay_sse(worker, stream, out, fwd, &mut meta, keep_alive, pre_upstream_us, client_wants_usage, dialects)
+        relay::relay_sse(worker, stream, out, fwd, &mut meta, keep_alive, pre_upstream_us, client_wants_usage, dialects, vault_used)
             .await
     } else {
-        relay::relay_json(worker, stream, out, fwd, &mut meta, keep_alive, pre_upstream_us, dialects).await
+        relay::relay_json(worker, stream, out, fwd, &mut meta, keep_alive, pre_upstream_us, dialects, vault_used).await
     };
     // Upstream gauges: this provider's idle pool after the exchange, and which providers failed.
     let pi = target.provider(&cfg);

@@ -21,7 +21,9 @@ use super::parse::{find_usage, top_level_members, Usage};
 use crate::providers::anthropic::{
     self as anthropic, ChatToMessagesStream, ChunkMeta, MessagesToChatStream,
 };
+use super::security::{SseItem, SseRehydrator};
 use super::Worker;
+use crate::scanner::Vault;
 
 /// How a relayed exchange ended, for accounting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +156,7 @@ pub async fn relay_json(
     keep_alive: bool,
     pre_upstream_us: u64,
     dialects: Dialects<'_>,
+    vault: Option<&Vault>,
 ) -> Relayed {
     let anthropic_client = dialects.client_is_anthropic();
     let mut body = Vec::with_capacity(match fwd.head.framing {
@@ -177,6 +180,10 @@ pub async fn relay_json(
         }
     }
     let post_start = Instant::now();
+    if let Some(v) = vault {
+        // The request was scrubbed: put the originals back (JSON-aware) before any translation.
+        body = v.rehydrate(&body);
+    }
     if fwd.head.keep_alive {
         worker.pool.checkin(fwd.conn, fwd.pool_max_idle);
     }
@@ -317,8 +324,12 @@ pub async fn relay_sse(
     pre_upstream_us: u64,
     client_wants_usage: bool,
     dialects: Dialects<'_>,
+    vault: Option<&Vault>,
 ) -> Relayed {
     let mut reader = BodyReader::new(fwd.head.framing);
+    let upstream_anthropic = matches!(dialects, Dialects::AnthropicUpstream { .. } | Dialects::Anthropic);
+    let mut rehydrator = vault.map(|v| SseRehydrator::new(v, upstream_anthropic));
+    let mut rh_events: Vec<SseItem> = Vec::new();
     let mut pending: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk: Vec<u8> = Vec::with_capacity(8192);
     let mut head_written = false;
@@ -354,13 +365,26 @@ pub async fn relay_sse(
         };
         let n = if done && err.is_none() { pending.len() } else { sse::complete_prefix(&pending) };
         chunk.clear();
-        for ev in sse::events(&pending[..n]) {
-            let parsed = sse::parse_event(ev);
-            if !parsed.has_data {
-                continue; // comments and keep-alive pings carry nothing for the client
+        // A scrubbed request's events go through the rehydrator first (it may split or add events).
+        rh_events.clear();
+        if let Some(r) = rehydrator.as_mut() {
+            for ev in sse::events(&pending[..n]) {
+                let parsed = sse::parse_event(ev);
+                if parsed.has_data {
+                    r.event(parsed.event.unwrap_or(b""), &parsed.data, &mut rh_events);
+                }
             }
-            let data: &[u8] = &parsed.data;
-            let event_name = parsed.event.and_then(|e| std::str::from_utf8(e).ok()).unwrap_or("");
+        }
+        let direct = rehydrator
+            .is_none()
+            .then(|| sse::events(&pending[..n]).map(sse::parse_event).filter(|p| p.has_data).map(|p| (p.event, p.data)));
+        let rewritten = rehydrator.is_some().then(|| {
+            rh_events.iter().map(|(e, d)| (Some(e.as_slice()).filter(|e| !e.is_empty()), std::borrow::Cow::Borrowed(d.as_slice())))
+        });
+        // (comments and keep-alive pings carry nothing for the client and are dropped)
+        for (ev_name, ev_data) in direct.into_iter().flatten().chain(rewritten.into_iter().flatten()) {
+            let data: &[u8] = &ev_data;
+            let event_name = ev_name.and_then(|e| std::str::from_utf8(e).ok()).unwrap_or("");
             match &mut xlate {
                 Xlate::None => {}
                 Xlate::FromAnthropic(s) => {

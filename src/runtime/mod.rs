@@ -67,6 +67,8 @@ pub struct Shared {
     pub cache_counters: Mutex<Vec<Arc<crate::cache::CacheCounters>>>,
     /// The classifier core's counters (None when it is off or failed to load).
     pub classifier_stats: Option<Arc<crate::classifier::ClassifierStats>>,
+    /// The security scanner (loads in the background; see `pipeline::security`).
+    pub security: Arc<crate::pipeline::security::SecurityEngine>,
     listener_fds: Mutex<Vec<i32>>,
 }
 
@@ -286,6 +288,7 @@ pub fn start(config: Arc<Config>, accounting: Arc<Accounting>) -> anyhow::Result
         deep_health: Mutex::new(None),
         cache_counters: Mutex::new(Vec::new()),
         classifier_stats: links.first().map(|l| l.stats()),
+        security: crate::pipeline::security::SecurityEngine::start(&config.security),
         listener_fds: Mutex::new(Vec::new()),
     });
     // Port 0: let the first listener pick, the others join it through SO_REUSEPORT.

@@ -211,6 +211,24 @@ pub fn stream_events(model: &str, include_usage: bool, prompt_tokens: u64) -> Ve
     ev
 }
 
+/// `echo` streamed: the request body as content, 5 bytes (or the next char boundary) per event,
+/// so anything in it is split across events.
+pub fn echo_stream_events(body: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(body).into_owned();
+    let mut ev = vec![chunk_json("echo", serde_json::json!({"role": "assistant", "content": ""}), None, false)];
+    let mut at = 0;
+    while at < text.len() {
+        let mut end = (at + 5).min(text.len());
+        while !text.is_char_boundary(end) {
+            end += 1;
+        }
+        ev.push(chunk_json("echo", serde_json::json!({"content": &text[at..end]}), None, false));
+        at = end;
+    }
+    ev.push(chunk_json("echo", serde_json::json!({}), Some("stop"), false));
+    ev
+}
+
 fn write_chunk<W: Write>(w: &mut W, data: &[u8]) -> std::io::Result<()> {
     write!(w, "{:x}\r\n", data.len())?;
     w.write_all(data)?;
@@ -278,7 +296,7 @@ fn respond<W: Write>(
         return true;
     }
     let _ = write!(w, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache\r\n\r\n");
-    let events = stream_events(model, include_usage, prompt_tokens);
+    let events = if model == "echo" { echo_stream_events(body) } else { stream_events(model, include_usage, prompt_tokens) };
     for (i, e) in events.iter().enumerate() {
         if (model == "stall" || model == "reset") && i == 3 {
             if model == "stall" {

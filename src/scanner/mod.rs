@@ -1,0 +1,314 @@
+//! The security scanner: Hyperscan databases compiled once from `patterns/` (threat rules and
+//! PII/secret rules), a per-core scratch, evasion normalization, verdicts, PII spans, scrubbing
+//! into a per-request vault and rehydration. How only; the pipeline decides when and what to do
+//! with a verdict.
+//!
+//! One scan: the original text goes through one database holding threat and PII rules together
+//! (PII offsets are therefore on the original text); each normalized/decoded variant
+//! (`normalize.rs`) goes through the threat-only database; obfuscation signals become
+//! `encoding_evasion` threats.
+
+pub mod cache;
+pub mod normalize;
+pub mod pii;
+pub mod rehydrate;
+pub mod rules;
+pub mod validate;
+pub mod vault;
+
+use std::path::Path;
+
+use hyperscan::prelude::*;
+
+pub use pii::{PiiKind, PiiSpan};
+pub use rehydrate::{JsonEscaper, Rehydrator};
+pub use vault::{scrub, Vault};
+
+use normalize::{Variants, VariantKind};
+use pii::Candidate;
+use rules::{Rule, RuleKind};
+
+/// Errors building a scanner. Scanning itself does not fail (a Hyperscan runtime error is
+/// reported as a `scanner.error` warning threat, fail-closed to at least WARNING).
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("pattern syntax at {origin}: {reason}")]
+    Syntax { origin: String, reason: String },
+    #[error("pattern {rule} does not compile: {reason}")]
+    Compile { rule: String, reason: String },
+    #[error("reading patterns from {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("allocating Hyperscan scratch: {0}")]
+    Scratch(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    Clean,
+    Warning,
+    Blocked,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Clean => "CLEAN",
+            Verdict::Warning => "WARNING",
+            Verdict::Blocked => "BLOCKED",
+        }
+    }
+}
+
+/// A matched threat rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Threat {
+    pub category: String,
+    pub rule: String,
+    pub severity: Severity,
+}
+
+/// Which severity blocks (config `security.block_on`); the other one warns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BlockOn {
+    /// Block on critical threats, warn on warnings (default).
+    #[default]
+    Critical,
+    /// Block on any threat.
+    Warning,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    pub block_on: BlockOn,
+    /// Run the threat rules (prompt injection, jailbreak, …).
+    pub threats: bool,
+    /// Report PII / secret spans.
+    pub pii: bool,
+    /// Report PERSON and ADDRESS (heuristic, context-cued) spans.
+    pub named_pii: bool,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions { block_on: BlockOn::Critical, threats: true, pii: true, named_pii: true }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanReport {
+    pub verdict: Verdict,
+    pub threats: Vec<Threat>,
+    /// Sorted, non-overlapping, byte offsets into the scanned text.
+    pub pii: Vec<PiiSpan>,
+}
+
+/// How `Scanner::embedded_cached` used its cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheUse {
+    Disabled,
+    Loaded,
+    Stored,
+    StoreFailed,
+}
+
+/// Compiled rule databases. `Send + Sync`: share one behind an `Arc` across worker cores.
+pub struct Scanner {
+    rules: Vec<Rule>,
+    /// PII / secret rules (leftmost start of match), for the original text only.
+    pii_db: Option<BlockDatabase>,
+    /// Threat rules (single match), for the original text and every variant.
+    threat_db: Option<BlockDatabase>,
+}
+
+/// Per-core mutable state: Hyperscan scratch and reusable buffers. Not shared.
+pub struct ScanScratch {
+    hs: Option<Scratch>,
+    cands: Vec<Candidate>,
+    hits: Vec<u32>,
+    spans: Vec<PiiSpan>,
+    variants: Variants,
+}
+
+// The scanner is shared read-only between cores; Hyperscan databases are immutable after
+// compilation (documented thread-safe), and `hyperscan` marks them Send + Sync.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Scanner>();
+};
+
+impl Scanner {
+    /// The rule set embedded at compile time from `patterns/`.
+    pub fn embedded() -> Result<Scanner, ScanError> {
+        Self::from_rules(rules::load_embedded()?)
+    }
+
+    /// Every `*.txt` rule file in `dir` (runtime override of the embedded set).
+    pub fn from_dir(dir: &Path) -> Result<Scanner, ScanError> {
+        Self::from_rules(rules::load_dir(dir)?)
+    }
+
+    /// The embedded rule set, loaded from the compiled-database cache in `cache_dir` when a
+    /// matching file is there, else compiled and stored there (best effort).
+    pub fn embedded_cached(cache_dir: Option<&Path>) -> Result<(Scanner, CacheUse), ScanError> {
+        let rules = rules::load_embedded()?;
+        let Some(dir) = cache_dir else {
+            return Ok((Self::from_rules(rules)?, CacheUse::Disabled));
+        };
+        let file = cache::path(dir, &cache::key(&rules));
+        if let Some((pii_db, threat_db)) = cache::load(&file) {
+            return Ok((Scanner { rules, pii_db, threat_db }, CacheUse::Loaded));
+        }
+        let s = Self::from_rules(rules)?;
+        let stored = cache::store(&file, s.pii_db.as_ref(), s.threat_db.as_ref());
+        Ok((s, if stored.is_ok() { CacheUse::Stored } else { CacheUse::StoreFailed }))
+    }
+
+    fn from_rules(rules: Vec<Rule>) -> Result<Scanner, ScanError> {
+        let pii_db = rules::compile(&rules, |r| matches!(r.kind, RuleKind::Pii(_)))?;
+        let threat_db = rules::compile(&rules, |r| matches!(r.kind, RuleKind::Threat(_)))?;
+        Ok(Scanner { rules, pii_db, threat_db })
+    }
+
+    pub fn new_scratch(&self) -> Result<ScanScratch, ScanError> {
+        let mut hs: Option<Scratch> = None;
+        for db in [&self.pii_db, &self.threat_db].into_iter().flatten() {
+            match hs.as_mut() {
+                None => hs = Some(db.alloc_scratch().map_err(|e| ScanError::Scratch(e.to_string()))?),
+                Some(s) => {
+                    db.realloc_scratch(s).map_err(|e| ScanError::Scratch(e.to_string()))?;
+                }
+            }
+        }
+        Ok(ScanScratch { hs, cands: Vec::new(), hits: Vec::new(), spans: Vec::new(), variants: Variants::default() })
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// The rules, for listing (`id`, category, severity, languages, comment).
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Scans `text`: threats on the original and its evasion variants, PII on the original.
+    pub fn scan(&self, scratch: &mut ScanScratch, text: &str, opts: &ScanOptions) -> ScanReport {
+        let ScanScratch { hs, cands, hits, spans, variants } = scratch;
+        cands.clear();
+        hits.clear();
+        let mut threats: Vec<Threat> = Vec::new();
+        let mut scan_error = false;
+        let Some(hs) = hs.as_ref() else {
+            return ScanReport { verdict: Verdict::Clean, threats, pii: Vec::new() };
+        };
+        let rules = &self.rules;
+        let want_pii = opts.pii;
+        let want_threats = opts.threats;
+
+        // 1. original text: PII (leftmost starts) and threats
+        if want_pii {
+            if let Some(db) = &self.pii_db {
+                let r = db.scan(text, hs, |id: u32, from: u64, to: u64, _flags: u32| {
+                    let keep = match rules[id as usize].kind {
+                        RuleKind::Pii(PiiKind::Person | PiiKind::Address) => opts.named_pii,
+                        _ => true,
+                    };
+                    if keep {
+                        cands.push(Candidate { rule: id, start: from as u32, end: to as u32 });
+                    }
+                    Matching::Continue
+                });
+                scan_error |= r.is_err();
+            }
+        }
+        if want_threats {
+            if let Some(db) = &self.threat_db {
+                let r = db.scan(text, hs, |id: u32, _: u64, _: u64, _: u32| {
+                    hits.push(id);
+                    Matching::Continue
+                });
+                scan_error |= r.is_err();
+            }
+        }
+        let original_hits = hits.len();
+
+        // 2. variants: threats only
+        if want_threats {
+            let sig = normalize::build_variants(text, variants);
+            sig.evasions(|rule, critical| {
+                threats.push(Threat {
+                    category: "encoding_evasion".into(),
+                    rule: rule.into(),
+                    severity: if critical { Severity::Critical } else { Severity::Warning },
+                });
+            });
+            if let Some(db) = &self.threat_db {
+                for (kind, v) in &variants.texts {
+                    let before = hits.len();
+                    let r = db.scan(v.as_str(), hs, |id: u32, _: u64, _: u64, _: u32| {
+                        hits.push(id);
+                        Matching::Continue
+                    });
+                    scan_error |= r.is_err();
+                    // A threat visible only after de-obfuscation is itself evidence of evasion.
+                    let new = hits[before..].iter().any(|h| !hits[..original_hits].contains(h));
+                    if new && !threats.iter().any(|t| t.rule.ends_with(kind.as_str())) {
+                        threats.push(Threat {
+                            category: "encoding_evasion".into(),
+                            rule: format!("evasion.hidden_in_{}", kind.as_str()),
+                            severity: if *kind == VariantKind::Normalized { Severity::Warning } else { Severity::Critical },
+                        });
+                    }
+                }
+            }
+            hits.sort_unstable();
+            hits.dedup();
+            for &h in hits.iter() {
+                let r = &rules[h as usize];
+                if let RuleKind::Threat(sev) = r.kind {
+                    threats.push(Threat { category: r.category.clone(), rule: r.id.clone(), severity: sev });
+                }
+            }
+        }
+        if scan_error {
+            threats.push(Threat { category: "scanner".into(), rule: "scanner.error".into(), severity: Severity::Warning });
+        }
+
+        // 3. PII: validate candidates on the original text
+        let mut pii = Vec::new();
+        if !cands.is_empty() {
+            pii::resolve(text, rules, cands, spans);
+            pii.extend(spans.iter().filter(|s| !vault::is_placeholder(s.kind, &text.as_bytes()[s.start..s.end])));
+        }
+
+        let verdict = verdict_for(&threats, opts.block_on);
+        ScanReport { verdict, threats, pii }
+    }
+}
+
+fn verdict_for(threats: &[Threat], block_on: BlockOn) -> Verdict {
+    let worst = threats.iter().map(|t| t.severity).max();
+    match (worst, block_on) {
+        (None, _) => Verdict::Clean,
+        (Some(Severity::Critical), _) | (Some(Severity::Warning), BlockOn::Warning) => Verdict::Blocked,
+        (Some(Severity::Warning), BlockOn::Critical) => Verdict::Warning,
+    }
+}
+
+#[cfg(test)]
+mod tests;
