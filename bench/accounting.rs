@@ -18,13 +18,20 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tierflow::ledger::{
-    AppLimits, Budget, BudgetConfig, KeyInfo, KeyStore, Ledger, LedgerConfig, NewKey, Outcome, SecurityVerdict, UsageRecord,
+    AppLimits, Budget, BudgetConfig, KeyInfo, KeyStore, Ledger, LedgerConfig, NewKey, Outcome,
+    SecurityVerdict, UsageRecord,
 };
 use tierflow::stats::{StatsLabels, StatsRegistry};
 
 fn setup_budget() -> (Budget, KeyInfo) {
     let mut cfg = BudgetConfig::default();
-    cfg.apps.insert("billing".into(), AppLimits { daily_budget_usd: Some(1e9), monthly_budget_usd: None });
+    cfg.apps.insert(
+        "billing".into(),
+        AppLimits {
+            daily_budget_usd: Some(1e9),
+            monthly_budget_usd: None,
+        },
+    );
     let limits = NewKey {
         daily_budget_usd: Some(1e9),
         monthly_budget_usd: Some(1e9),
@@ -32,7 +39,10 @@ fn setup_budget() -> (Budget, KeyInfo) {
         tpm: Some(u32::MAX),
         ..Default::default()
     };
-    (Budget::new(&cfg), KeyInfo::unstored("key_bench", "billing", &limits))
+    (
+        Budget::new(&cfg),
+        KeyInfo::unstored("key_bench", "billing", &limits),
+    )
 }
 
 fn template(key: &KeyInfo) -> UsageRecord {
@@ -66,26 +76,45 @@ fn template(key: &KeyInfo) -> UsageRecord {
 
 fn labels() -> StatsLabels {
     StatsLabels {
-        models: (0..20).map(|i| format!("provider{i}/model")).chain(["openai/gpt-4o-mini".to_string()]).collect(),
-        apps: (0..20).map(|i| format!("app{i}")).chain(["billing".to_string()]).collect(),
-        routes: ["auto", "tier-1", "tier-2", "tier-3", "tier-4"].iter().map(|s| s.to_string()).collect(),
+        models: (0..20)
+            .map(|i| format!("provider{i}/model"))
+            .chain(["openai/gpt-4o-mini".to_string()])
+            .collect(),
+        apps: (0..20)
+            .map(|i| format!("app{i}"))
+            .chain(["billing".to_string()])
+            .collect(),
+        routes: ["auto", "tier-1", "tier-2", "tier-3", "tier-4"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
     }
 }
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ledger = Ledger::open(dir.path().join("bench.db"), LedgerConfig { ring_capacity: 1 << 16, flush_interval_ms: 1, ..Default::default() })
-        .expect("ledger");
+    let ledger = Ledger::open(
+        dir.path().join("bench.db"),
+        LedgerConfig {
+            ring_capacity: 1 << 16,
+            flush_interval_ms: 1,
+            ..Default::default()
+        },
+    )
+    .expect("ledger");
     let (budget, key) = setup_budget();
     let registry = StatsRegistry::new(&labels());
     let stats = registry.register();
     let tpl = template(&key);
     let mut g = c.benchmark_group("accounting");
-    g.warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
 
     g.bench_function("admit_settle", |b| {
         b.iter(|| {
-            let r = budget.admit(black_box(&key), "billing", 0.0002, 10).expect("admit");
+            let r = budget
+                .admit(black_box(&key), "billing", 0.0002, 10)
+                .expect("admit");
             r.settle(black_box(0.000194), 9);
         })
     });
@@ -94,8 +123,12 @@ fn bench(c: &mut Criterion) {
     for _ in 0..100 {
         bearers.push(keys.create(&NewKey::default()).expect("create key").0);
     }
-    g.bench_function("key_lookup", |b| b.iter(|| keys.lookup(black_box(&bearers[42])).expect("known key")));
-    g.bench_function("observe", |b| b.iter(|| stats.observe(black_box(&tpl), 0.0021)));
+    g.bench_function("key_lookup", |b| {
+        b.iter(|| keys.lookup(black_box(&bearers[42])).expect("known key"))
+    });
+    g.bench_function("observe", |b| {
+        b.iter(|| stats.observe(black_box(&tpl), 0.0021))
+    });
     let mut handle = ledger.handle();
     // A gateway core records far fewer requests per second than the SQLite writer commits, so
     // the records go through the ring. Criterion's tight loop would outrun the writer and time
@@ -134,7 +167,9 @@ fn bench(c: &mut Criterion) {
                 let n = left.min(chunk);
                 let start = std::time::Instant::now();
                 for _ in 0..n {
-                    let r = budget.admit(black_box(&key), &key.app, 0.0002, 10).expect("admit");
+                    let r = budget
+                        .admit(black_box(&key), &key.app, 0.0002, 10)
+                        .expect("admit");
                     let rec = UsageRecord {
                         time_ms: tierflow::ledger::now_ms(),
                         key_id: key.id.clone(),

@@ -19,9 +19,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tierflow::classifier::{
-    decide, rules, BatchConfig, ClassifierService, ClassifyInput, Model,
-};
+use tierflow::classifier::{decide, rules, BatchConfig, ClassifierService, ClassifyInput, Model};
 
 const PROMPTS: [&str; 8] = [
     "hello, how are you today?",
@@ -65,15 +63,23 @@ fn bench(c: &mut Criterion) {
     let input = ClassifyInput::from_prompt(&long);
     let mut g = c.benchmark_group("rules");
     g.throughput(Throughput::Bytes(long.len() as u64));
-    g.bench_function("score 1.5 KB prompt", |b| b.iter(|| black_box(rules::score(black_box(&input)))));
+    g.bench_function("score 1.5 KB prompt", |b| {
+        b.iter(|| black_box(rules::score(black_box(&input))))
+    });
     let short = ClassifyInput::from_prompt(PROMPTS[2]);
-    g.bench_function("score 120 B prompt", |b| b.iter(|| black_box(rules::score(black_box(&short)))));
+    g.bench_function("score 120 B prompt", |b| {
+        b.iter(|| black_box(rules::score(black_box(&short))))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("decide");
     let answer = model.predict_batch(&[PROMPTS[1]]).expect("predict")[0];
-    g.bench_function("decide with model answer", |b| b.iter(|| black_box(decide(black_box(&input), Some(answer)))));
-    g.bench_function("decide with rules (no answer)", |b| b.iter(|| black_box(decide(black_box(&input), None))));
+    g.bench_function("decide with model answer", |b| {
+        b.iter(|| black_box(decide(black_box(&input), Some(answer))))
+    });
+    g.bench_function("decide with rules (no answer)", |b| {
+        b.iter(|| black_box(decide(black_box(&input), None)))
+    });
     g.bench_function("model text + tokenize + infer + decide", |b| {
         b.iter(|| {
             let text = input.model_text();
@@ -88,20 +94,29 @@ fn bench(c: &mut Criterion) {
     let mut lat = Vec::with_capacity(2000);
     for i in 0..2000 {
         let t = Instant::now();
-        black_box(model.predict_batch(&[PROMPTS[i % PROMPTS.len()]]).expect("predict"));
+        black_box(
+            model
+                .predict_batch(&[PROMPTS[i % PROMPTS.len()]])
+                .expect("predict"),
+        );
         lat.push(t.elapsed());
     }
     report("model batch 1 (tokenize+infer)", &mut lat);
 
     let (mut links, classifier) = ClassifierService::start(model, 1, BatchConfig::default());
     let link = links.pop().expect("link");
-    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().expect("rt");
+    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .expect("rt");
     let mut lat = rt.block_on(async move {
         let handle = link.into_handle();
         let mut lat = Vec::with_capacity(2000);
         for i in 0..2000 {
             let t = Instant::now();
-            let out = handle.classify(PROMPTS[i % PROMPTS.len()], Duration::from_millis(50)).await;
+            let out = handle
+                .classify(PROMPTS[i % PROMPTS.len()], Duration::from_millis(50))
+                .await;
             lat.push(t.elapsed());
             assert!(out.is_some());
         }
@@ -114,7 +129,13 @@ fn bench(c: &mut Criterion) {
 fn report(what: &str, lat: &mut [Duration]) {
     lat.sort();
     let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1e6;
-    eprintln!("{what}: p50 {:.1} us, p99 {:.1} us, max {:.1} us (n={})", p(0.5), p(0.99), p(1.0), lat.len());
+    eprintln!(
+        "{what}: p50 {:.1} us, p99 {:.1} us, max {:.1} us (n={})",
+        p(0.5),
+        p(0.99),
+        p(1.0),
+        lat.len()
+    );
 }
 
 criterion_group!(benches, bench);

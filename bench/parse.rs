@@ -31,7 +31,9 @@ fn typical_body() -> String {
 }
 
 fn bench_parse(c: &mut Criterion) {
-    let short = serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let short =
+        serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+            .to_string();
     let typical = typical_body();
     for (name, body) in [("short", short), ("typical_1_5kb", typical)] {
         let mut raw = format!(
@@ -46,7 +48,9 @@ fn bench_parse(c: &mut Criterion) {
         let mut out = Vec::with_capacity(raw.len() + 128);
         group.bench_function("head+json+splice", |b| {
             b.iter(|| {
-                let head = parse_request_head(black_box(&raw), 64, 16384).unwrap().unwrap();
+                let head = parse_request_head(black_box(&raw), 64, 16384)
+                    .unwrap()
+                    .unwrap();
                 let body = &raw[head.head_len..];
                 scratch.clear();
                 scratch.extend_from_slice(body);
@@ -59,7 +63,14 @@ fn bench_parse(c: &mut Criterion) {
                 black_box(out.len())
             })
         });
-        group.bench_function("head_only", |b| b.iter(|| parse_request_head(black_box(&raw), 64, 16384).unwrap().unwrap().head_len));
+        group.bench_function("head_only", |b| {
+            b.iter(|| {
+                parse_request_head(black_box(&raw), 64, 16384)
+                    .unwrap()
+                    .unwrap()
+                    .head_len
+            })
+        });
         group.finish();
     }
 }

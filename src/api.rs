@@ -17,19 +17,38 @@ pub fn is_known_path(p: &[u8]) -> bool {
             | b"/messages"
             | b"/v1/messages/count_tokens"
             | b"/messages/count_tokens"
-            | b"/v1/models" | b"/models" | b"/health" | b"/config" | b"/stats" | b"/metrics"
+            | b"/v1/models"
+            | b"/models"
+            | b"/health"
+            | b"/config"
+            | b"/stats"
+            | b"/metrics"
     )
 }
 
-async fn send_json(stream: &mut TcpStream, out: &mut Vec<u8>, status: u16, body: &[u8], keep_alive: bool) -> Done {
+async fn send_json(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    status: u16,
+    body: &[u8],
+    keep_alive: bool,
+) -> Done {
     out.clear();
     response::begin(out, status, keep_alive);
     response::finish_with_body(out, "application/json", body);
     let ok = flush(stream, out).await.is_ok();
-    Done { keep_alive: keep_alive && ok, status }
+    Done {
+        keep_alive: keep_alive && ok,
+        status,
+    }
 }
 
-pub async fn models(worker: &Worker, stream: &mut TcpStream, out: &mut Vec<u8>, keep_alive: bool) -> Done {
+pub async fn models(
+    worker: &Worker,
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    keep_alive: bool,
+) -> Done {
     let cfg = worker.shared.config.load_full();
     let mut ids: Vec<(String, String)> = vec![("auto".into(), "tierflow".into())];
     for t in 1..=4 {
@@ -68,7 +87,10 @@ pub async fn health(
     keep_alive: bool,
     query: Option<&[u8]>,
 ) -> Done {
-    let deep = query.is_some_and(|q| q.split(|&b| b == b'&').any(|kv| kv == b"deep=1" || kv == b"deep=true"));
+    let deep = query.is_some_and(|q| {
+        q.split(|&b| b == b'&')
+            .any(|kv| kv == b"deep=1" || kv == b"deep=true")
+    });
     if deep {
         let (status, body) = deep_health(worker).await;
         return send_json(stream, out, status, body.as_bytes(), keep_alive).await;
@@ -108,8 +130,14 @@ async fn deep_health(worker: &Worker) -> (u16, String) {
         Ok((status, routed)) => (*status == 200, *status, routed.clone()),
         Err(_) => (false, 0, String::new()),
     };
-    body.push_str(if ok { "{\"status\":\"ok\"" } else { "{\"status\":\"failing\"" });
-    body.push_str(&format!(",\"probe\":{{\"status\":{probe_status},\"latency_ms\":{latency_ms},\"routed_model\":"));
+    body.push_str(if ok {
+        "{\"status\":\"ok\""
+    } else {
+        "{\"status\":\"failing\""
+    });
+    body.push_str(&format!(
+        ",\"probe\":{{\"status\":{probe_status},\"latency_ms\":{latency_ms},\"routed_model\":"
+    ));
     push_json_str(&mut body, &routed);
     if let Err(e) = &probe {
         body.push_str(",\"error\":");
@@ -121,13 +149,22 @@ async fn deep_health(worker: &Worker) -> (u16, String) {
             body.push(',');
         }
         let v = board.peers(i, None);
-        let state = if v.open_cores > 0 { "open" } else if v.reporting_cores == 0 { "unknown" } else { "closed" };
+        let state = if v.open_cores > 0 {
+            "open"
+        } else if v.reporting_cores == 0 {
+            "unknown"
+        } else {
+            "closed"
+        };
         body.push_str("{\"target\":");
         push_json_str(&mut body, &t.name);
         body.push_str(&format!(
             ",\"circuit\":\"{state}\",\"open_cores\":{},\"ewma_ttfb_ms\":{},\"error_rate\":{}}}",
             v.open_cores,
-            v.ewma_ttfb_us.map_or("null".to_string(), |us| format!("{:.3}", us as f64 / 1000.0)),
+            v.ewma_ttfb_us.map_or("null".to_string(), |us| format!(
+                "{:.3}",
+                us as f64 / 1000.0
+            )),
             v.error_ewma_ppm as f64 / 1e6
         ));
     }
@@ -142,7 +179,11 @@ async fn deep_health(worker: &Worker) -> (u16, String) {
 /// Sends the probe request to this gateway's own listener; returns (status, routed model).
 async fn probe_self(worker: &Worker) -> Result<(u16, String), String> {
     use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-    let addr = *worker.shared.listen_addr.get().ok_or("listener address unknown")?;
+    let addr = *worker
+        .shared
+        .listen_addr
+        .get()
+        .ok_or("listener address unknown")?;
     let body = format!(
         "{{\"model\":\"tier-1\",\"max_tokens\":1,\"temperature\":0,\"messages\":[{{\"role\":\"user\",\"content\":\"{DEEP_HEALTH_PROMPT}\"}}]}}"
     );
@@ -151,7 +192,9 @@ async fn probe_self(worker: &Worker) -> Result<(u16, String), String> {
         body.len()
     );
     let fut = async {
-        let mut s = TcpStream::connect_addr(addr).await.map_err(|e| e.to_string())?;
+        let mut s = TcpStream::connect_addr(addr)
+            .await
+            .map_err(|e| e.to_string())?;
         let (r, _) = s.write_all(req.into_bytes()).await;
         r.map_err(|e| e.to_string())?;
         let mut resp = Vec::with_capacity(4096);
@@ -169,7 +212,9 @@ async fn probe_self(worker: &Worker) -> Result<(u16, String), String> {
         }
         Ok::<Vec<u8>, String>(resp)
     };
-    let resp = monoio::time::timeout(std::time::Duration::from_secs(30), fut).await.map_err(|_| "probe timed out".to_string())??;
+    let resp = monoio::time::timeout(std::time::Duration::from_secs(30), fut)
+        .await
+        .map_err(|_| "probe timed out".to_string())??;
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut parsed = httparse::Response::new(&mut headers);
     match parsed.parse(&resp) {
@@ -187,22 +232,33 @@ async fn probe_self(worker: &Worker) -> Result<(u16, String), String> {
 }
 
 /// Admin check: bearer admin key when configured, else the peer must be on loopback.
-pub fn admin_allowed(worker: &Worker, head: &RequestHead, buf: &[u8], stream: &TcpStream) -> Result<(), GatewayError> {
+pub fn admin_allowed(
+    worker: &Worker,
+    head: &RequestHead,
+    buf: &[u8],
+    stream: &TcpStream,
+) -> Result<(), GatewayError> {
     let cfg = worker.shared.config.load();
     match &cfg.admin_key {
         Some(key) => {
-            let token = head.authorization.clone().and_then(|r| bearer_token(&buf[r]).map(|t| t.to_vec()));
+            let token = head
+                .authorization
+                .clone()
+                .and_then(|r| bearer_token(&buf[r]).map(|t| t.to_vec()));
             let ok = token.is_some_and(|t| constant_time_eq(&t, key.as_bytes()));
             if ok {
                 Ok(())
             } else {
-                Err(GatewayError::Unauthorized { message: "admin endpoint: missing or wrong admin key".into() })
+                Err(GatewayError::Unauthorized {
+                    message: "admin endpoint: missing or wrong admin key".into(),
+                })
             }
         }
         None => match stream.peer_addr() {
             Ok(a) if a.ip().is_loopback() => Ok(()),
             _ => Err(GatewayError::Forbidden {
-                message: "admin endpoints answer on loopback only when no admin key is configured".into(),
+                message: "admin endpoints answer on loopback only when no admin key is configured"
+                    .into(),
                 code: "admin_loopback_only",
             }),
         },
@@ -231,13 +287,25 @@ pub async fn config(
     send_json(stream, out, 200, cfg.redacted_json().as_bytes(), keep_alive).await
 }
 
-pub async fn stats(worker: &Worker, stream: &mut TcpStream, out: &mut Vec<u8>, keep_alive: bool) -> Done {
+pub async fn stats(
+    worker: &Worker,
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    keep_alive: bool,
+) -> Done {
     let text = worker.shared.render_stats();
     out.clear();
     response::begin(out, 200, keep_alive);
-    response::finish_with_body(out, "text/plain; version=0.0.4; charset=utf-8", text.as_bytes());
+    response::finish_with_body(
+        out,
+        "text/plain; version=0.0.4; charset=utf-8",
+        text.as_bytes(),
+    );
     let ok = flush(stream, out).await.is_ok();
-    Done { keep_alive: keep_alive && ok, status: 200 }
+    Done {
+        keep_alive: keep_alive && ok,
+        status: 200,
+    }
 }
 
 /// `POST /reload-config` (admin): re-read the config file on a helper thread (never on the core),
@@ -254,19 +322,25 @@ pub async fn reload_config(
         return respond_error(stream, out, &e, keep_alive).await;
     }
     let Some(reloader) = worker.shared.reloader.get().cloned() else {
-        let e = GatewayError::ServiceUnavailable { message: "reload is not available in this process".into() };
+        let e = GatewayError::ServiceUnavailable {
+            message: "reload is not available in this process".into(),
+        };
         return respond_error(stream, out, &e, keep_alive).await;
     };
     let slot: std::sync::Arc<std::sync::Mutex<Option<Result<String, String>>>> = Default::default();
     let slot2 = slot.clone();
-    let spawned = std::thread::Builder::new().name("tierflow-reload".into()).spawn(move || {
-        let r = reloader();
-        if let Ok(mut s) = slot2.lock() {
-            *s = Some(r);
-        }
-    });
+    let spawned = std::thread::Builder::new()
+        .name("tierflow-reload".into())
+        .spawn(move || {
+            let r = reloader();
+            if let Ok(mut s) = slot2.lock() {
+                *s = Some(r);
+            }
+        });
     if spawned.is_err() {
-        let e = GatewayError::Internal { message: "cannot start the reload thread".into() };
+        let e = GatewayError::Internal {
+            message: "cannot start the reload thread".into(),
+        };
         return respond_error(stream, out, &e, keep_alive).await;
     }
     let result = loop {
@@ -284,7 +358,9 @@ pub async fn reload_config(
         }
         Err(reason) => {
             let e = GatewayError::BadRequest {
-                message: format!("configuration refused; the running configuration keeps serving: {reason}"),
+                message: format!(
+                    "configuration refused; the running configuration keeps serving: {reason}"
+                ),
                 param: None,
                 code: "invalid_config",
             };

@@ -28,7 +28,12 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { max_bytes: 64 << 20, ttl_ms: 300_000, max_entry_bytes: 1 << 20, allow_nonzero_temperature: false }
+        CacheConfig {
+            max_bytes: 64 << 20,
+            ttl_ms: 300_000,
+            max_entry_bytes: 1 << 20,
+            allow_nonzero_temperature: false,
+        }
     }
 }
 
@@ -60,7 +65,15 @@ impl std::fmt::Debug for CacheKey {
 /// Top-level request members that do not change the answer: transport (`stream`,
 /// `stream_options`), attribution (`user`, `metadata`, `store`), and gateway-only routing (`model`
 /// is replaced by the routed model, `route` is removed before forwarding).
-const EXCLUDED_MEMBERS: [&str; 7] = ["stream", "stream_options", "user", "metadata", "store", "model", "route"];
+const EXCLUDED_MEMBERS: [&str; 7] = [
+    "stream",
+    "stream_options",
+    "user",
+    "metadata",
+    "store",
+    "model",
+    "route",
+];
 
 /// Key of a request body. `routed_model` is the `provider/model` that will answer. `key_scope`
 /// is the API key (or any tenant id) when that key's settings say entries must not be shared
@@ -68,13 +81,21 @@ const EXCLUDED_MEMBERS: [&str; 7] = ["stream", "stream_options", "user", "metada
 /// the key (messages, tools, tool_choice, response_format, sampling parameters, unknown fields),
 /// except `EXCLUDED_MEMBERS`. Objects are hashed with sorted keys, and integral floats as integers
 /// (`0.0` and `0` hash alike). `Err` when the body is not a JSON object.
-pub fn request_key(body: &[u8], routed_model: &str, key_scope: Option<&str>) -> Result<CacheKey, CacheError> {
+pub fn request_key(
+    body: &[u8],
+    routed_model: &str,
+    key_scope: Option<&str>,
+) -> Result<CacheKey, CacheError> {
     let v: Value = serde_json::from_slice(body)?;
     request_key_value(&v, routed_model, key_scope)
 }
 
 /// `request_key` on an already parsed body.
-pub fn request_key_value(req: &Value, routed_model: &str, key_scope: Option<&str>) -> Result<CacheKey, CacheError> {
+pub fn request_key_value(
+    req: &Value,
+    routed_model: &str,
+    key_scope: Option<&str>,
+) -> Result<CacheKey, CacheError> {
     let obj = req.as_object().ok_or(CacheError::NotAnObject)?;
     let mut buf = Vec::with_capacity(1024);
     buf.extend_from_slice(b"tierflow-cache-v1\0");
@@ -87,7 +108,10 @@ pub fn request_key_value(req: &Value, routed_model: &str, key_scope: Option<&str
         }
         None => buf.push(0),
     }
-    let mut keys: Vec<&String> = obj.keys().filter(|k| !EXCLUDED_MEMBERS.contains(&k.as_str())).collect();
+    let mut keys: Vec<&String> = obj
+        .keys()
+        .filter(|k| !EXCLUDED_MEMBERS.contains(&k.as_str()))
+        .collect();
     keys.sort_unstable();
     buf.push(b'{');
     for (i, k) in keys.iter().enumerate() {
@@ -114,7 +138,10 @@ pub fn request_key_members<'a>(
     routed_model: &str,
     key_scope: Option<&str>,
 ) -> CacheKey {
-    let mut kept: Vec<(&str, &[u8])> = members.into_iter().filter(|(k, _)| !EXCLUDED_MEMBERS.contains(k)).collect();
+    let mut kept: Vec<(&str, &[u8])> = members
+        .into_iter()
+        .filter(|(k, _)| !EXCLUDED_MEMBERS.contains(k))
+        .collect();
     kept.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut h = Sha256::new();
     h.update(b"tierflow-cache-raw-v1\0");
@@ -196,7 +223,9 @@ fn write_canonical(out: &mut Vec<u8>, v: &Value) {
 /// several samples at a nonzero temperature. Errors and blocked requests are the caller's call
 /// (see `cacheable_response`). Not an object or no `messages`: false.
 pub fn cacheable(req: &Value, cfg: &CacheConfig) -> bool {
-    let Some(obj) = req.as_object() else { return false };
+    let Some(obj) = req.as_object() else {
+        return false;
+    };
     if !obj.get("messages").is_some_and(Value::is_array) {
         return false;
     }
@@ -229,9 +258,10 @@ impl CachedBody {
     fn payload_bytes(&self) -> usize {
         match self {
             CachedBody::Json(b) => b.len(),
-            CachedBody::Stream { chunks, .. } => {
-                chunks.iter().map(|c| c.len() + std::mem::size_of::<Box<[u8]>>()).sum()
-            }
+            CachedBody::Stream { chunks, .. } => chunks
+                .iter()
+                .map(|c| c.len() + std::mem::size_of::<Box<[u8]>>())
+                .sum(),
         }
     }
 }
@@ -249,7 +279,8 @@ pub struct Entry {
 /// the spare capacity a doubling slot vector and a 7/8-full hash table carry (up to one more
 /// node and map slot per entry), so that the real heap stays within `max_bytes`
 /// (tests/cache_memory.rs measures it).
-pub const ENTRY_OVERHEAD_BYTES: usize = 2 * (std::mem::size_of::<Node>() + std::mem::size_of::<(CacheKey, u32)>() + 1)
+pub const ENTRY_OVERHEAD_BYTES: usize = 2
+    * (std::mem::size_of::<Node>() + std::mem::size_of::<(CacheKey, u32)>() + 1)
     + std::mem::size_of::<Entry>()
     + 16;
 
@@ -411,7 +442,12 @@ impl ResponseCache {
     /// Stores an answer, replacing any entry under `key`, then evicts LRU entries until within
     /// `max_bytes`. `Err(TooLarge)` (nothing stored) when the entry alone exceeds
     /// `max_entry_bytes` or `max_bytes`.
-    pub fn insert(&mut self, key: CacheKey, body: CachedBody, now_ms: u64) -> Result<(), CacheError> {
+    pub fn insert(
+        &mut self,
+        key: CacheKey,
+        body: CachedBody,
+        now_ms: u64,
+    ) -> Result<(), CacheError> {
         let bytes = body.payload_bytes() + ENTRY_OVERHEAD_BYTES;
         let limit_bytes = self.cfg.max_entry_bytes.min(self.cfg.max_bytes);
         if body.payload_bytes() > self.cfg.max_entry_bytes || bytes > self.cfg.max_bytes {
@@ -421,14 +457,28 @@ impl ResponseCache {
         if let Some(&old) = self.map.get(&key) {
             self.remove_index(old);
         }
-        let entry = Arc::new(Entry { body, inserted_ms: now_ms, bytes });
+        let entry = Arc::new(Entry {
+            body,
+            inserted_ms: now_ms,
+            bytes,
+        });
         let idx = match self.free.pop() {
             Some(i) => {
-                self.nodes[i as usize] = Node { key, entry: Some(entry), prev: NIL, next: NIL };
+                self.nodes[i as usize] = Node {
+                    key,
+                    entry: Some(entry),
+                    prev: NIL,
+                    next: NIL,
+                };
                 i
             }
             None => {
-                self.nodes.push(Node { key, entry: Some(entry), prev: NIL, next: NIL });
+                self.nodes.push(Node {
+                    key,
+                    entry: Some(entry),
+                    prev: NIL,
+                    next: NIL,
+                });
                 (self.nodes.len() - 1) as u32
             }
         };
@@ -459,7 +509,12 @@ impl ResponseCache {
             .map
             .values()
             .copied()
-            .filter(|&i| self.nodes[i as usize].entry.as_ref().is_some_and(|e| now_ms.saturating_sub(e.inserted_ms) >= ttl))
+            .filter(|&i| {
+                self.nodes[i as usize]
+                    .entry
+                    .as_ref()
+                    .is_some_and(|e| now_ms.saturating_sub(e.inserted_ms) >= ttl)
+            })
             .collect();
         for &i in &expired {
             self.remove_index(i);
@@ -477,8 +532,12 @@ impl ResponseCache {
     }
 
     fn publish_size(&self) {
-        self.counters.bytes.store(self.bytes as u64, Ordering::Relaxed);
-        self.counters.entries.store(self.map.len() as u64, Ordering::Relaxed);
+        self.counters
+            .bytes
+            .store(self.bytes as u64, Ordering::Relaxed);
+        self.counters
+            .entries
+            .store(self.map.len() as u64, Ordering::Relaxed);
     }
 
     fn remove_index(&mut self, idx: u32) {
@@ -545,7 +604,14 @@ pub struct StreamRecorder {
 
 impl StreamRecorder {
     pub fn new(max_entry_bytes: usize) -> StreamRecorder {
-        StreamRecorder { chunks: Vec::new(), bytes: 0, limit_bytes: max_entry_bytes, usage_chunk: None, done: false, poisoned: false }
+        StreamRecorder {
+            chunks: Vec::new(),
+            bytes: 0,
+            limit_bytes: max_entry_bytes,
+            usage_chunk: None,
+            done: false,
+            poisoned: false,
+        }
     }
 
     /// One complete SSE event (its lines, without the blank line). Multi-line `data:` fields are
@@ -602,8 +668,10 @@ impl StreamRecorder {
 
     /// The body to cache; `None` for an incomplete, failed or oversized stream.
     pub fn finish(self) -> Option<CachedBody> {
-        (self.done && !self.poisoned && !self.chunks.is_empty())
-            .then(|| CachedBody::Stream { chunks: self.chunks.into_boxed_slice(), usage_chunk: self.usage_chunk })
+        (self.done && !self.poisoned && !self.chunks.is_empty()).then(|| CachedBody::Stream {
+            chunks: self.chunks.into_boxed_slice(),
+            usage_chunk: self.usage_chunk,
+        })
     }
 }
 
@@ -676,7 +744,13 @@ fn split_content(s: &str) -> Vec<&str> {
 fn write_synthetic_stream(v: &Value, include_usage: bool, out: &mut Vec<u8>) {
     // `{"created":…,"id":…,"model":…,"object":"chat.completion.chunk","choices":` shared by all chunks.
     let mut head = Map::new();
-    for k in ["id", "created", "model", "system_fingerprint", "service_tier"] {
+    for k in [
+        "id",
+        "created",
+        "model",
+        "system_fingerprint",
+        "service_tier",
+    ] {
         if let Some(x) = v.get(k) {
             head.insert(k.into(), x.clone());
         }
@@ -700,12 +774,19 @@ fn write_synthetic_stream(v: &Value, include_usage: bool, out: &mut Vec<u8>) {
     };
     let to_vec = |x: &Value| serde_json::to_vec(x).unwrap_or_else(|_| b"null".to_vec());
     let mut delta = Vec::with_capacity(256);
-    for ch in v.get("choices").and_then(Value::as_array).into_iter().flatten() {
+    for ch in v
+        .get("choices")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let index = to_vec(ch.get("index").unwrap_or(&Value::from(0)));
         let msg = ch.get("message").unwrap_or(&Value::Null);
         delta.clear();
         delta.extend_from_slice(b"{\"role\":");
-        delta.extend_from_slice(&to_vec(msg.get("role").unwrap_or(&Value::from("assistant"))));
+        delta.extend_from_slice(&to_vec(
+            msg.get("role").unwrap_or(&Value::from("assistant")),
+        ));
         delta.extend_from_slice(b",\"content\":\"\"}");
         emit(out, &index, &delta, b"null");
         if let Some(text) = msg.get("content").and_then(Value::as_str) {
@@ -724,7 +805,13 @@ fn write_synthetic_stream(v: &Value, include_usage: bool, out: &mut Vec<u8>) {
             delta.push(b'}');
             emit(out, &index, &delta, b"null");
         }
-        for (i, call) in msg.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (i, call) in msg
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let mut c = call.as_object().cloned().unwrap_or_default();
             c.insert("index".into(), Value::from(i));
             delta.clear();
@@ -733,7 +820,12 @@ fn write_synthetic_stream(v: &Value, include_usage: bool, out: &mut Vec<u8>) {
             delta.extend_from_slice(b"]}");
             emit(out, &index, &delta, b"null");
         }
-        emit(out, &index, b"{}", &to_vec(ch.get("finish_reason").unwrap_or(&Value::Null)));
+        emit(
+            out,
+            &index,
+            b"{}",
+            &to_vec(ch.get("finish_reason").unwrap_or(&Value::Null)),
+        );
     }
     if include_usage {
         if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
@@ -811,7 +903,8 @@ fn stream_to_json(chunks: &[Box<[u8]>]) -> Result<Vec<u8>, CacheError> {
     let mut usage = None;
     let mut choices: Vec<(u64, ChoiceAcc)> = Vec::new();
     for (i, raw) in chunks.iter().enumerate() {
-        let c: ChunkIn<'_> = serde_json::from_slice(raw).map_err(|_| CacheError::BadChunk { index: i })?;
+        let c: ChunkIn<'_> =
+            serde_json::from_slice(raw).map_err(|_| CacheError::BadChunk { index: i })?;
         if !head.contains_key("id") {
             if let Some(x) = c.id {
                 head.insert("id".into(), Value::from(x.into_owned()));
@@ -869,8 +962,14 @@ fn stream_to_json(chunks: &[Box<[u8]>]) -> Result<Vec<u8>, CacheError> {
         .into_iter()
         .map(|(index, acc)| {
             let mut msg = Map::new();
-            msg.insert("role".into(), Value::from(acc.role.unwrap_or_else(|| "assistant".into())));
-            msg.insert("content".into(), acc.content.map(Value::from).unwrap_or(Value::Null));
+            msg.insert(
+                "role".into(),
+                Value::from(acc.role.unwrap_or_else(|| "assistant".into())),
+            );
+            msg.insert(
+                "content".into(),
+                acc.content.map(Value::from).unwrap_or(Value::Null),
+            );
             if let Some(r) = acc.refusal {
                 msg.insert("refusal".into(), Value::from(r));
             }
@@ -903,8 +1002,13 @@ fn stream_to_json(chunks: &[Box<[u8]>]) -> Result<Vec<u8>, CacheError> {
 /// `function.name` and `function.arguments` fragments are concatenated).
 fn merge_tool_call(calls: &mut Vec<Map<String, Value>>, frag: &Value) {
     let Some(f) = frag.as_object() else { return };
-    let index = f.get("index").and_then(Value::as_u64).unwrap_or(calls.len() as u64);
-    let pos = calls.iter().position(|c| c.get("index").and_then(Value::as_u64) == Some(index));
+    let index = f
+        .get("index")
+        .and_then(Value::as_u64)
+        .unwrap_or(calls.len() as u64);
+    let pos = calls
+        .iter()
+        .position(|c| c.get("index").and_then(Value::as_u64) == Some(index));
     let call = match pos {
         Some(p) => &mut calls[p],
         None => {
@@ -919,8 +1023,12 @@ fn merge_tool_call(calls: &mut Vec<Map<String, Value>>, frag: &Value) {
         match k.as_str() {
             "index" => {}
             "function" => {
-                let func = call.entry("function").or_insert_with(|| Value::Object(Map::new()));
-                let (Some(dst), Some(src)) = (func.as_object_mut(), v.as_object()) else { continue };
+                let func = call
+                    .entry("function")
+                    .or_insert_with(|| Value::Object(Map::new()));
+                let (Some(dst), Some(src)) = (func.as_object_mut(), v.as_object()) else {
+                    continue;
+                };
                 for (fk, fv) in src {
                     match (dst.get_mut(fk), fv.as_str()) {
                         (Some(Value::String(s)), Some(add)) => s.push_str(add),
@@ -956,8 +1064,12 @@ mod tests {
 
     #[test]
     fn key_ignores_transport_order_and_float_form() {
-        let a = key(json!({"model":"auto","messages":[{"role":"user","content":"hi"}],"temperature":0,"stream":true,"user":"u1"}));
-        let b = key(json!({"temperature":0.0,"messages":[{"content":"hi","role":"user"}],"model":"tier-1","stream_options":{"include_usage":true},"user":"u2"}));
+        let a = key(
+            json!({"model":"auto","messages":[{"role":"user","content":"hi"}],"temperature":0,"stream":true,"user":"u1"}),
+        );
+        let b = key(
+            json!({"temperature":0.0,"messages":[{"content":"hi","role":"user"}],"model":"tier-1","stream_options":{"include_usage":true},"user":"u2"}),
+        );
         assert_eq!(a, b);
         let raw = br#"{ "messages" : [ {"role":"user", "content":"hi"} ], "temperature": 0 }"#;
         assert_eq!(request_key(raw, "openai/gpt-4o-mini", None).ok(), Some(a));
@@ -969,7 +1081,10 @@ mod tests {
         let k = key(base.clone());
         let mut variants = vec![];
         for (field, val) in [
-            ("tools", json!([{"type":"function","function":{"name":"f","parameters":{}}}])),
+            (
+                "tools",
+                json!([{"type":"function","function":{"name":"f","parameters":{}}}]),
+            ),
             ("tool_choice", json!("required")),
             ("response_format", json!({"type":"json_object"})),
             ("max_tokens", json!(5)),
@@ -998,21 +1113,44 @@ mod tests {
         let m = |pairs: &[(&'static str, &'static str)]| {
             request_key_members(pairs.iter().map(|(k, v)| (*k, v.as_bytes())), "p/m", None)
         };
-        let a = m(&[("model", "\"auto\""), ("messages", "[1]"), ("temperature", "0"), ("stream", "true")]);
+        let a = m(&[
+            ("model", "\"auto\""),
+            ("messages", "[1]"),
+            ("temperature", "0"),
+            ("stream", "true"),
+        ]);
         let b = m(&[("temperature", "0"), ("messages", "[1]"), ("user", "\"x\"")]);
         assert_eq!(a, b);
         assert_ne!(a, m(&[("messages", "[2]"), ("temperature", "0")]));
         assert_ne!(m(&[("ab", "c")]), m(&[("a", "bc")]));
-        assert_ne!(a, request_key_members([("messages", &b"[1]"[..]), ("temperature", b"0")], "p/m", Some("k")));
+        assert_ne!(
+            a,
+            request_key_members(
+                [("messages", &b"[1]"[..]), ("temperature", b"0")],
+                "p/m",
+                Some("k")
+            )
+        );
     }
 
     #[test]
     fn key_rejects_non_objects_and_garbage_without_panic() {
-        for input in [&b""[..], b"[]", b"null", b"\xff\xfe\x00", b"{\"a\":", b"\"str\""] {
+        for input in [
+            &b""[..],
+            b"[]",
+            b"null",
+            b"\xff\xfe\x00",
+            b"{\"a\":",
+            b"\"str\"",
+        ] {
             assert!(request_key(input, "m", None).is_err(), "{input:?}");
         }
         // Deep nesting: serde_json's recursion limit turns into an error, not a stack overflow.
-        let deep = format!("{{\"messages\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        let deep = format!(
+            "{{\"messages\":{}{}}}",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
         assert!(request_key(deep.as_bytes(), "m", None).is_err());
         let uni = json!({"messages":[{"role":"user","content":"日本語 🎉 \u{0}"}]});
         assert!(request_key(&body(uni), "m", Some("ключ")).is_ok());
@@ -1023,10 +1161,16 @@ mod tests {
         let cfg = CacheConfig::default();
         assert!(cacheable(&json!({"messages":[],"temperature":0}), &cfg));
         assert!(!cacheable(&json!({"messages":[],"temperature":0.7}), &cfg));
-        assert!(!cacheable(&json!({"messages":[]}), &cfg), "absent temperature defaults to 1");
+        assert!(
+            !cacheable(&json!({"messages":[]}), &cfg),
+            "absent temperature defaults to 1"
+        );
         assert!(!cacheable(&json!({"temperature":0}), &cfg));
         assert!(!cacheable(&json!([1]), &cfg));
-        let loose = CacheConfig { allow_nonzero_temperature: true, ..cfg };
+        let loose = CacheConfig {
+            allow_nonzero_temperature: true,
+            ..cfg
+        };
         assert!(cacheable(&json!({"messages":[],"temperature":1.2}), &loose));
         assert!(cacheable_response(200, false));
         assert!(!cacheable_response(200, true));
@@ -1047,7 +1191,11 @@ mod tests {
     #[test]
     fn lru_order_ttl_and_counters() {
         let per = 100 + ENTRY_OVERHEAD_BYTES;
-        let mut c = ResponseCache::new(CacheConfig { max_bytes: per * 3, ttl_ms: 1_000, ..CacheConfig::default() });
+        let mut c = ResponseCache::new(CacheConfig {
+            max_bytes: per * 3,
+            ttl_ms: 1_000,
+            ..CacheConfig::default()
+        });
         for i in 0..3 {
             assert!(c.insert(k(i), json_body(100), 0).is_ok());
         }
@@ -1065,7 +1213,11 @@ mod tests {
         assert!(c.get(&k(0), 999).is_some());
         assert!(c.get(&k(0), 1_000).is_none());
         assert_eq!(c.stats().expirations, 1);
-        assert_eq!(c.purge_expired(1_005), 1, "k(2) inserted at 0 expires; k(3) at 10 does not");
+        assert_eq!(
+            c.purge_expired(1_005),
+            1,
+            "k(2) inserted at 0 expires; k(3) at 10 does not"
+        );
         assert_eq!(c.len(), 1);
         // Replacing a key keeps one entry.
         assert!(c.insert(k(3), json_body(10), 20).is_ok());
@@ -1079,18 +1231,31 @@ mod tests {
 
     #[test]
     fn too_large_entries_are_refused() {
-        let mut c = ResponseCache::new(CacheConfig { max_bytes: 1_000, max_entry_bytes: 500, ..CacheConfig::default() });
-        assert!(matches!(c.insert(k(1), json_body(501), 0), Err(CacheError::TooLarge { .. })));
+        let mut c = ResponseCache::new(CacheConfig {
+            max_bytes: 1_000,
+            max_entry_bytes: 500,
+            ..CacheConfig::default()
+        });
+        assert!(matches!(
+            c.insert(k(1), json_body(501), 0),
+            Err(CacheError::TooLarge { .. })
+        ));
         assert!(c.insert(k(1), json_body(400), 0).is_ok());
         assert_eq!(c.stats().rejected, 1);
-        c.set_config(CacheConfig { max_bytes: 100, ..CacheConfig::default() });
+        c.set_config(CacheConfig {
+            max_bytes: 100,
+            ..CacheConfig::default()
+        });
         assert!(c.is_empty());
     }
 
     #[test]
     fn bound_holds_under_many_unique_inserts() {
         let max = 256 * 1024;
-        let mut c = ResponseCache::new(CacheConfig { max_bytes: max, ..CacheConfig::default() });
+        let mut c = ResponseCache::new(CacheConfig {
+            max_bytes: max,
+            ..CacheConfig::default()
+        });
         for i in 0..100_000u64 {
             let n = (i as usize * 37) % 2_000;
             assert!(c.insert(k(i), json_body(n), i).is_ok());
@@ -1117,7 +1282,11 @@ mod tests {
         assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
         text.split("\n\n")
             .filter(|e| !e.is_empty())
-            .map(|e| e.strip_prefix("data: ").unwrap_or_else(|| panic!("bad event {e:?}")).to_string())
+            .map(|e| {
+                e.strip_prefix("data: ")
+                    .unwrap_or_else(|| panic!("bad event {e:?}"))
+                    .to_string()
+            })
             .collect()
     }
 
@@ -1125,18 +1294,26 @@ mod tests {
     fn json_entry_replays_as_json_and_as_stream() {
         let v = sample_completion();
         let b = body(v.clone());
-        let e = Entry { body: CachedBody::Json(b.clone().into_boxed_slice()), inserted_ms: 0, bytes: 0 };
+        let e = Entry {
+            body: CachedBody::Json(b.clone().into_boxed_slice()),
+            inserted_ms: 0,
+            bytes: 0,
+        };
         assert_eq!(replay_json(&e).ok().as_deref(), Some(&b[..]));
         let events = parse_sse(&replay_sse(&e, true));
         assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-        let chunks: Vec<Box<[u8]>> = events[..events.len() - 1].iter().map(|s| s.as_bytes().into()).collect();
+        let chunks: Vec<Box<[u8]>> = events[..events.len() - 1]
+            .iter()
+            .map(|s| s.as_bytes().into())
+            .collect();
         for c in &chunks {
             let cv: Value = serde_json::from_slice(c).unwrap_or(Value::Null);
             assert_eq!(cv["object"], "chat.completion.chunk");
             assert_eq!(cv["id"], "chatcmpl-1");
         }
         // Round trip: the synthetic stream assembles back into the same message.
-        let back: Value = serde_json::from_slice(&stream_to_json(&chunks).unwrap_or_default()).unwrap_or(Value::Null);
+        let back: Value = serde_json::from_slice(&stream_to_json(&chunks).unwrap_or_default())
+            .unwrap_or(Value::Null);
         assert_eq!(back["choices"][0]["message"], v["choices"][0]["message"]);
         assert_eq!(back["choices"][0]["finish_reason"], "stop");
         assert_eq!(back["usage"], v["usage"]);
@@ -1160,8 +1337,14 @@ mod tests {
         for e in events {
             rec.push_event(e.as_bytes());
         }
-        let Some(body) = rec.finish() else { panic!("complete stream must record") };
-        let entry = Entry { body, inserted_ms: 0, bytes: 0 };
+        let Some(body) = rec.finish() else {
+            panic!("complete stream must record")
+        };
+        let entry = Entry {
+            body,
+            inserted_ms: 0,
+            bytes: 0,
+        };
         let with = parse_sse(&replay_sse(&entry, true));
         assert_eq!(with.len(), 7);
         for (got, want) in with.iter().zip(events) {
@@ -1169,7 +1352,10 @@ mod tests {
         }
         let without = parse_sse(&replay_sse(&entry, false));
         assert_eq!(without.len(), 6);
-        let j: Value = replay_json(&entry).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
+        let j: Value = replay_json(&entry)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
         assert_eq!(j["object"], "chat.completion");
         assert_eq!(j["choices"][0]["finish_reason"], "tool_calls");
         let call = &j["choices"][0]["message"]["tool_calls"][0];
@@ -1211,11 +1397,28 @@ mod tests {
 
     #[test]
     fn replay_of_garbage_entries_does_not_panic() {
-        for junk in [&b""[..], b"\xff\x00garbage", b"[]", b"{\"choices\":7}", b"{\"choices\":[{\"message\":\"x\"}]}"] {
-            let e = Entry { body: CachedBody::Json(junk.into()), inserted_ms: 0, bytes: 0 };
+        for junk in [
+            &b""[..],
+            b"\xff\x00garbage",
+            b"[]",
+            b"{\"choices\":7}",
+            b"{\"choices\":[{\"message\":\"x\"}]}",
+        ] {
+            let e = Entry {
+                body: CachedBody::Json(junk.into()),
+                inserted_ms: 0,
+                bytes: 0,
+            };
             let out = replay_sse(&e, true);
             assert!(out.ends_with(b"data: [DONE]\n\n"));
-            let s = Entry { body: CachedBody::Stream { chunks: vec![junk.into()].into(), usage_chunk: None }, inserted_ms: 0, bytes: 0 };
+            let s = Entry {
+                body: CachedBody::Stream {
+                    chunks: vec![junk.into()].into(),
+                    usage_chunk: None,
+                },
+                inserted_ms: 0,
+                bytes: 0,
+            };
             let _ = replay_json(&s);
             assert!(replay_sse(&s, false).ends_with(b"data: [DONE]\n\n"));
         }

@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, Overrides};
 
 #[derive(Debug, Parser)]
-#[command(name = "tierflow", version, about = "OpenAI-compatible LLM routing gateway")]
+#[command(
+    name = "tierflow",
+    version,
+    about = "OpenAI-compatible LLM routing gateway"
+)]
 pub struct Args {
     /// Configuration file (JSON with // comments). Default: $TIERFLOW_CONFIG, else
     /// ~/.config/tierflow/config.json if it exists, else the embedded default.
@@ -52,6 +56,11 @@ pub enum Command {
     },
     /// Offline evaluation: JSON lines on stdin (`{"prompt": ...}` or a chat body) → one JSON line
     /// per input with category, tier, security verdict, PII spans and the scrubbed text.
+    /// Print the routing decision for a prompt, for a person (`tierflow route "text"`).
+    Route {
+        /// The prompt text.
+        text: String,
+    },
     Inspect,
     /// Requests, tokens and cost from the ledger, grouped.
     Usage {
@@ -116,7 +125,11 @@ pub const TEMPLATE: &str = include_str!("config_template.jsonc");
 pub fn main() -> i32 {
     let args = Args::parse();
     crate::log::set_debug(args.debug);
-    let overrides = Overrides { host: args.host.clone(), port: args.port, workers: args.workers };
+    let overrides = Overrides {
+        host: args.host.clone(),
+        port: args.port,
+        workers: args.workers,
+    };
     if args.init {
         let Some(path) = args.config.clone().or_else(default_config_path) else {
             eprintln!("tierflow: no --config path and no HOME to put the template in");
@@ -153,6 +166,7 @@ pub fn main() -> i32 {
         Some(Command::Keys { action }) => keys_command(&config, action),
         Some(Command::Usage { by, days }) => usage_command(&config, &by, days),
         Some(Command::Inspect) => crate::inspect::run(&config),
+        Some(Command::Route { text }) => route_command(&config, &text),
     }
 }
 
@@ -160,7 +174,9 @@ fn ledger_path(config: &Config) -> Result<&Path, i32> {
     match &config.ledger {
         Some(l) => Ok(&l.path),
         None => {
-            eprintln!("tierflow: the ledger is disabled in the configuration (`ledger.enabled: false`)");
+            eprintln!(
+                "tierflow: the ledger is disabled in the configuration (`ledger.enabled: false`)"
+            );
             Err(2)
         }
     }
@@ -187,11 +203,23 @@ fn keys_command(config: &Config, action: KeysCommand) -> i32 {
         }
     };
     match action {
-        KeysCommand::Create { app, env, models, daily_usd, monthly_usd, rpm, tpm } => {
+        KeysCommand::Create {
+            app,
+            env,
+            models,
+            daily_usd,
+            monthly_usd,
+            rpm,
+            tpm,
+        } => {
             let new = NewKey {
                 app,
                 env,
-                allowed_models: models.into_iter().map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect(),
+                allowed_models: models
+                    .into_iter()
+                    .map(|m| m.trim().to_string())
+                    .filter(|m| !m.is_empty())
+                    .collect(),
                 security_threshold: None,
                 daily_budget_usd: daily_usd,
                 monthly_budget_usd: monthly_usd,
@@ -200,7 +228,10 @@ fn keys_command(config: &Config, action: KeysCommand) -> i32 {
             };
             match store.create(&new) {
                 Ok((plaintext, info)) => {
-                    eprintln!("created key {} for app {} ({}); it is shown once, store it now:", info.id, info.app, info.env);
+                    eprintln!(
+                        "created key {} for app {} ({}); it is shown once, store it now:",
+                        info.id, info.app, info.env
+                    );
                     println!("{plaintext}");
                     eprintln!("a running gateway uses it after SIGHUP (systemctl reload tierflow)");
                     0
@@ -213,7 +244,10 @@ fn keys_command(config: &Config, action: KeysCommand) -> i32 {
         }
         KeysCommand::List => match store.list() {
             Ok(keys) => {
-                println!("{:<18} {:<11} {:<16} {:<8} {:>10} {:>10} {:>6} {:>8}  {:<20} state", "id", "prefix", "app", "env", "daily_usd", "month_usd", "rpm", "tpm", "models");
+                println!(
+                    "{:<18} {:<11} {:<16} {:<8} {:>10} {:>10} {:>6} {:>8}  {:<20} state",
+                    "id", "prefix", "app", "env", "daily_usd", "month_usd", "rpm", "tpm", "models"
+                );
                 for k in keys {
                     println!(
                         "{:<18} {:<11} {:<16} {:<8} {:>10} {:>10} {:>6} {:>8}  {:<20} {}",
@@ -225,8 +259,16 @@ fn keys_command(config: &Config, action: KeysCommand) -> i32 {
                         fmt_usd(k.monthly_budget_usd),
                         k.rpm.map_or_else(|| "-".into(), |v| v.to_string()),
                         k.tpm.map_or_else(|| "-".into(), |v| v.to_string()),
-                        if k.allowed_models.is_empty() { "*".to_string() } else { k.allowed_models.join(",") },
-                        if k.revoked_ms.is_some() { "revoked" } else { "active" }
+                        if k.allowed_models.is_empty() {
+                            "*".to_string()
+                        } else {
+                            k.allowed_models.join(",")
+                        },
+                        if k.revoked_ms.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        }
                     );
                 }
                 0
@@ -288,7 +330,13 @@ fn serve(config: Config, config_path: Option<PathBuf>, overrides: Overrides) -> 
         }
     };
     if let Some(l) = &config.ledger {
-        crate::log::info("ledger", &[("path", &l.path.display().to_string()), ("flush_interval_ms", &l.flush_interval_ms.to_string())]);
+        crate::log::info(
+            "ledger",
+            &[
+                ("path", &l.path.display().to_string()),
+                ("flush_interval_ms", &l.flush_interval_ms.to_string()),
+            ],
+        );
     }
     let running = match crate::runtime::start(Arc::new(config), accounting.clone()) {
         Ok(r) => r,
@@ -306,18 +354,35 @@ fn serve(config: Config, config_path: Option<PathBuf>, overrides: Overrides) -> 
         let result = match load_config(config_path.as_deref(), &overrides) {
             Ok(c) => {
                 if let Err(e) = reload_shared.accounting.reload(&c) {
-                    crate::log::error("key reload failed; the previous keys stay in force", &[("error", &e)]);
+                    crate::log::error(
+                        "key reload failed; the previous keys stay in force",
+                        &[("error", &e)],
+                    );
                 }
-                let summary = format!("{} providers, {} targets, {} routes", c.providers.len(), c.targets.len(), c.routes.len());
+                let summary = format!(
+                    "{} providers, {} targets, {} routes",
+                    c.providers.len(),
+                    c.targets.len(),
+                    c.routes.len()
+                );
                 reload_shared.config.store(Arc::new(c));
                 crate::log::info("configuration reloaded", &[("summary", &summary)]);
                 Ok(summary)
             }
             Err(e) => {
-                crate::log::error("reload refused; the running configuration keeps serving", &[("error", &e)]);
+                crate::log::error(
+                    "reload refused; the running configuration keeps serving",
+                    &[("error", &e)],
+                );
                 // Keys changed by `tierflow keys` still take effect.
-                if let Err(e) = reload_shared.accounting.reload(&reload_shared.config.load()) {
-                    crate::log::error("key reload failed; the previous keys stay in force", &[("error", &e)]);
+                if let Err(e) = reload_shared
+                    .accounting
+                    .reload(&reload_shared.config.load())
+                {
+                    crate::log::error(
+                        "key reload failed; the previous keys stay in force",
+                        &[("error", &e)],
+                    );
                 }
                 Err(e)
             }
@@ -331,17 +396,27 @@ fn serve(config: Config, config_path: Option<PathBuf>, overrides: Overrides) -> 
         let _ = reloader();
     };
     if let Err(e) = crate::runtime::spawn_signal_thread(shared, reload) {
-        crate::log::error("cannot install signal handlers", &[("error", &e.to_string())]);
+        crate::log::error(
+            "cannot install signal handlers",
+            &[("error", &e.to_string())],
+        );
         return 1;
     }
     let watchdog_shared = running.shared.clone();
     crate::runtime::notify::spawn_watchdog(move || !watchdog_shared.is_shutting_down());
-    crate::runtime::notify::notify(&format!("READY=1\nMAINPID={}\nSTATUS=serving on {}", std::process::id(), running.addr));
+    crate::runtime::notify::notify(&format!(
+        "READY=1\nMAINPID={}\nSTATUS=serving on {}",
+        std::process::id(),
+        running.addr
+    ));
     running.join();
     // The workers are gone: commit what they recorded.
     let mut code = 0;
     match accounting.shutdown_ledger() {
-        Some(Ok(c)) => crate::log::info("ledger flushed", &[("written_total", &c.written_total.to_string())]),
+        Some(Ok(c)) => crate::log::info(
+            "ledger flushed",
+            &[("written_total", &c.written_total.to_string())],
+        ),
         Some(Err(e)) => {
             crate::log::error("ledger flush failed", &[("error", &e.to_string())]);
             code = 1;
@@ -350,4 +425,44 @@ fn serve(config: Config, config_path: Option<PathBuf>, overrides: Overrides) -> 
     }
     crate::log::info("stopped", &[]);
     code
+}
+
+fn route_command(config: &Config, text: &str) -> i32 {
+    let started = std::time::Instant::now();
+    let mut model = crate::classifier::Model::embedded().ok();
+    let loaded = started.elapsed();
+    let t = std::time::Instant::now();
+    let d = crate::inspect::decide_for_inspect(config, None, text, model.as_mut());
+    let took = t.elapsed();
+    let cat_tier = config.chain_for_category(&d.category, d.tier);
+    let chain = cat_tier
+        .map(|c| {
+            c.targets
+                .iter()
+                .map(|&t| config.targets[t].name.as_str())
+                .collect::<Vec<_>>()
+                .join(" -> ")
+        })
+        .unwrap_or_else(|| "(no upstream configured)".into());
+    println!("category:   {}", d.category);
+    println!(
+        "tier:       {} ({})",
+        d.tier,
+        if d.tier >= 3 {
+            "strong model"
+        } else {
+            "fast model"
+        }
+    );
+    println!(
+        "decided by: {} (confidence {:.2})",
+        d.decided_by, d.confidence
+    );
+    println!("chain:      {chain}");
+    println!(
+        "time:       {} µs (model load {} ms)",
+        took.as_micros(),
+        loaded.as_millis()
+    );
+    0
 }

@@ -36,15 +36,25 @@ pub fn default_tier(category: &str) -> u8 {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: at `{key}`: {message}")]
-    Parse { path: String, key: String, message: String },
+    Parse {
+        path: String,
+        key: String,
+        message: String,
+    },
     #[error("at `{key}`: {message}")]
     Invalid { key: String, message: String },
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), message: message.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -153,7 +163,13 @@ pub struct SecuritySettings {
 
 impl Default for SecuritySettings {
     fn default() -> Self {
-        SecuritySettings { enabled: true, block_on_warning: false, scan_system: false, cache_dir: None, startup_wait_ms: 2000 }
+        SecuritySettings {
+            enabled: true,
+            block_on_warning: false,
+            scan_system: false,
+            cache_dir: None,
+            startup_wait_ms: 2000,
+        }
     }
 }
 
@@ -164,7 +180,12 @@ fn security_settings(raw: Option<&RawSecurity>) -> Result<SecuritySettings, Conf
     s.block_on_warning = match r.block_on.as_deref() {
         None | Some("critical") => false,
         Some("warning") => true,
-        Some(_) => return Err(invalid("security.block_on", "must be \"critical\" or \"warning\"")),
+        Some(_) => {
+            return Err(invalid(
+                "security.block_on",
+                "must be \"critical\" or \"warning\"",
+            ))
+        }
     };
     s.scan_system = r.scan_system.unwrap_or(false);
     s.cache_dir = r.cache_dir.clone();
@@ -176,7 +197,12 @@ fn security_settings(raw: Option<&RawSecurity>) -> Result<SecuritySettings, Conf
 /// of a `:`-separated list), else `$XDG_CACHE_HOME/tierflow`, else `~/.cache/tierflow`.
 pub fn default_cache_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("CACHE_DIRECTORY").filter(|d| !d.is_empty()) {
-        let first = dir.to_string_lossy().split(':').next().unwrap_or("").to_string();
+        let first = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_string();
         if !first.is_empty() {
             return Some(PathBuf::from(first));
         }
@@ -184,7 +210,9 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(x).join("tierflow"));
     }
-    std::env::var_os("HOME").filter(|d| !d.is_empty()).map(|h| PathBuf::from(h).join(".cache").join("tierflow"))
+    std::env::var_os("HOME")
+        .filter(|d| !d.is_empty())
+        .map(|h| PathBuf::from(h).join(".cache").join("tierflow"))
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -499,7 +527,12 @@ pub struct LedgerSettings {
 /// of a `:`-separated list), else `~/.local/state/tierflow/ledger.db`; `None` without either.
 pub fn default_ledger_path() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
-        let first = dir.to_string_lossy().split(':').next().unwrap_or("").to_string();
+        let first = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_string();
         if !first.is_empty() {
             return Some(Path::new(&first).join("ledger.db"));
         }
@@ -523,13 +556,19 @@ impl Config {
 
     /// Time a request waits for the classifier before the rule scorer decides.
     pub fn classifier_deadline(&self) -> std::time::Duration {
-        std::time::Duration::from_micros(self.classifier.deadline_ms.map_or(2_000, |ms| ms.saturating_mul(1000)))
+        std::time::Duration::from_micros(
+            self.classifier
+                .deadline_ms
+                .map_or(2_000, |ms| ms.saturating_mul(1000)),
+        )
     }
 
     /// Reads and resolves a config file. `Err` names the dotted key that is wrong.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let raw = parse_raw(&text, &path.display().to_string())?;
         Config::resolve(raw, overrides, path.display().to_string())
     }
@@ -545,7 +584,11 @@ impl Config {
         overrides: &Overrides,
         source: String,
     ) -> Result<Config, ConfigError> {
-        let host = overrides.host.clone().or_else(|| raw.host.clone()).unwrap_or_else(|| "127.0.0.1".into());
+        let host = overrides
+            .host
+            .clone()
+            .or_else(|| raw.host.clone())
+            .unwrap_or_else(|| "127.0.0.1".into());
         let port = overrides.port.or(raw.port).unwrap_or(18800);
         let ip: IpAddr = host
             .parse()
@@ -555,7 +598,11 @@ impl Config {
             .workers
             .or(raw.workers)
             .filter(|&w| w > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            });
 
         let admin_key = match &raw.admin_key {
             Some(a) => resolve_auth(a, "admin_key")?.0,
@@ -567,7 +614,10 @@ impl Config {
         for (name, p) in &raw.providers {
             let key = format!("providers.{name}");
             if name.is_empty() || name.contains('/') {
-                return Err(invalid(key, "provider names must be non-empty and contain no `/`"));
+                return Err(invalid(
+                    key,
+                    "provider names must be non-empty and contain no `/`",
+                ));
             }
             let provider = resolve_provider(name, p, &key)?;
             provider_index.insert(name.clone(), providers.len());
@@ -585,7 +635,10 @@ impl Config {
             tiers: [None, None, None, None],
             routes: BTreeMap::new(),
             aliases: HashMap::new(),
-            default_category: raw.default_category.clone().unwrap_or_else(|| "general".into()),
+            default_category: raw
+                .default_category
+                .clone()
+                .unwrap_or_else(|| "general".into()),
             flagship: None,
             limits: Limits {
                 max_header_bytes: raw.limits.max_header_bytes.unwrap_or(16 * 1024),
@@ -612,7 +665,11 @@ impl Config {
             cache_per_key: raw.cache.as_ref().and_then(|c| c.per_key).unwrap_or(false),
             classifier: raw.classifier.clone().unwrap_or_default(),
             ledger: None,
-            require_key: raw.keys.as_ref().and_then(|k| k.require_key).unwrap_or(false),
+            require_key: raw
+                .keys
+                .as_ref()
+                .and_then(|k| k.require_key)
+                .unwrap_or(false),
             apps: BTreeMap::new(),
             redis_url: None,
             redis_timeouts_ms: (None, None),
@@ -627,7 +684,10 @@ impl Config {
             return Err(invalid("limits.max_header_bytes", "must be at least 256"));
         }
         if !CATEGORIES.contains(&cfg.default_category.as_str()) {
-            return Err(invalid("default_category", format!("unknown category `{}`", cfg.default_category)));
+            return Err(invalid(
+                "default_category",
+                format!("unknown category `{}`", cfg.default_category),
+            ));
         }
 
         let ledger_raw = raw.ledger.clone().unwrap_or_default();
@@ -646,16 +706,28 @@ impl Config {
             }
             let flush_interval_ms = ledger_raw.flush_interval_ms.unwrap_or(100);
             if flush_interval_ms == 0 || flush_interval_ms > 60_000 {
-                return Err(invalid("ledger.flush_interval_ms", "must be between 1 and 60000"));
+                return Err(invalid(
+                    "ledger.flush_interval_ms",
+                    "must be between 1 and 60000",
+                ));
             }
-            cfg.ledger = Some(LedgerSettings { path, flush_interval_ms });
+            cfg.ledger = Some(LedgerSettings {
+                path,
+                flush_interval_ms,
+            });
         } else if cfg.require_key {
-            return Err(invalid("keys.require_key", "needs the ledger: virtual keys live in its database"));
+            return Err(invalid(
+                "keys.require_key",
+                "needs the ledger: virtual keys live in its database",
+            ));
         }
         for (app, l) in &raw.apps {
             for (v, field) in [(l.daily_usd, "daily_usd"), (l.monthly_usd, "monthly_usd")] {
                 if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
-                    return Err(invalid(format!("apps.{app}.{field}"), "must be a number >= 0"));
+                    return Err(invalid(
+                        format!("apps.{app}.{field}"),
+                        "must be a number >= 0",
+                    ));
                 }
             }
             cfg.apps.insert(app.clone(), (l.daily_usd, l.monthly_usd));
@@ -678,29 +750,60 @@ impl Config {
             if !CATEGORIES.contains(&name.as_str()) {
                 return Err(invalid(
                     format!("categories.{name}"),
-                    format!("unknown category; expected one of {}", CATEGORIES.join(", ")),
+                    format!(
+                        "unknown category; expected one of {}",
+                        CATEGORIES.join(", ")
+                    ),
                 ));
             }
-            let c = cfg.resolve_chain(chain, &format!("categories.{name}"), &provider_index, &raw.prices)?;
+            let c = cfg.resolve_chain(
+                chain,
+                &format!("categories.{name}"),
+                &provider_index,
+                &raw.prices,
+            )?;
             cfg.categories.insert(name.clone(), c);
         }
         for (name, chain) in &raw.tiers {
             let tier: usize = match name.parse() {
                 Ok(t @ 1..=4) => t,
-                _ => return Err(invalid(format!("tiers.{name}"), "tiers are named \"1\" to \"4\"")),
+                _ => {
+                    return Err(invalid(
+                        format!("tiers.{name}"),
+                        "tiers are named \"1\" to \"4\"",
+                    ))
+                }
             };
-            let c = cfg.resolve_chain(chain, &format!("tiers.{name}"), &provider_index, &raw.prices)?;
+            let c = cfg.resolve_chain(
+                chain,
+                &format!("tiers.{name}"),
+                &provider_index,
+                &raw.prices,
+            )?;
             cfg.tiers[tier - 1] = Some(c);
         }
         for (name, chain) in &raw.routes {
             if name == "auto" || name.starts_with("tier-") {
-                return Err(invalid(format!("routes.{name}"), "route name clashes with a built-in model name"));
+                return Err(invalid(
+                    format!("routes.{name}"),
+                    "route name clashes with a built-in model name",
+                ));
             }
-            let c = cfg.resolve_chain(chain, &format!("routes.{name}"), &provider_index, &raw.prices)?;
+            let c = cfg.resolve_chain(
+                chain,
+                &format!("routes.{name}"),
+                &provider_index,
+                &raw.prices,
+            )?;
             cfg.routes.insert(name.clone(), c);
         }
         for (alias, target) in &raw.aliases {
-            let t = cfg.resolve_target(target, &format!("aliases.{alias}"), &provider_index, &raw.prices)?;
+            let t = cfg.resolve_target(
+                target,
+                &format!("aliases.{alias}"),
+                &provider_index,
+                &raw.prices,
+            )?;
             cfg.aliases.insert(alias.clone(), t);
         }
         if let Some(f) = &raw.flagship {
@@ -715,14 +818,28 @@ impl Config {
         Ok(cfg)
     }
 
-    fn intern_target(&mut self, provider: usize, model: &str, prices: &BTreeMap<String, RawPrice>) -> TargetId {
+    fn intern_target(
+        &mut self,
+        provider: usize,
+        model: &str,
+        prices: &BTreeMap<String, RawPrice>,
+    ) -> TargetId {
         let name = format!("{}/{}", self.providers[provider].name, model);
         if let Some(&id) = self.target_index.get(&name) {
             return id;
         }
-        let price = prices.get(&name).or_else(|| prices.get(model)).copied().or_else(|| builtin_price(model));
+        let price = prices
+            .get(&name)
+            .or_else(|| prices.get(model))
+            .copied()
+            .or_else(|| builtin_price(model));
         let id = self.targets.len();
-        self.targets.push(Target { provider, model: model.to_string(), name: name.clone(), price });
+        self.targets.push(Target {
+            provider,
+            model: model.to_string(),
+            name: name.clone(),
+            price,
+        });
         self.target_index.insert(name, id);
         id
     }
@@ -738,7 +855,10 @@ impl Config {
             return Err(invalid(key, format!("`{spec}` must be `provider/model`")));
         };
         let Some(&pi) = provider_index.get(prov) else {
-            return Err(invalid(key, format!("`{spec}` names unknown provider `{prov}`")));
+            return Err(invalid(
+                key,
+                format!("`{spec}` names unknown provider `{prov}`"),
+            ));
         };
         if model.is_empty() {
             return Err(invalid(key, format!("`{spec}` has an empty model name")));
@@ -753,14 +873,23 @@ impl Config {
         provider_index: &HashMap<String, usize>,
         prices: &BTreeMap<String, RawPrice>,
     ) -> Result<Chain, ConfigError> {
-        let mut targets = vec![self.resolve_target(&chain.primary, &format!("{key}.primary"), provider_index, prices)?];
+        let mut targets = vec![self.resolve_target(
+            &chain.primary,
+            &format!("{key}.primary"),
+            provider_index,
+            prices,
+        )?];
         for (i, f) in chain.fallback.iter().enumerate() {
-            let t = self.resolve_target(f, &format!("{key}.fallback[{i}]"), provider_index, prices)?;
+            let t =
+                self.resolve_target(f, &format!("{key}.fallback[{i}]"), provider_index, prices)?;
             if !targets.contains(&t) {
                 targets.push(t);
             }
         }
-        Ok(Chain { targets, timeout_ms: chain.timeout_ms })
+        Ok(Chain {
+            targets,
+            timeout_ms: chain.timeout_ms,
+        })
     }
 
     /// The chain for a category: its own table entry, else the table of its default tier, else any tier.
@@ -776,7 +905,9 @@ impl Config {
         if let Some(c) = &self.tiers[t] {
             return Some(c);
         }
-        (t + 1..4).chain((0..t).rev()).find_map(|i| self.tiers[i].as_ref())
+        (t + 1..4)
+            .chain((0..t).rev())
+            .find_map(|i| self.tiers[i].as_ref())
     }
 
     /// Resolves a bare model name: alias, else a provider that lists it.
@@ -838,7 +969,11 @@ impl Config {
         use std::fmt::Write;
         let mut s = String::new();
         let chain_str = |c: &Chain| {
-            c.targets.iter().map(|&t| self.targets[t].name.as_str()).collect::<Vec<_>>().join(" -> ")
+            c.targets
+                .iter()
+                .map(|&t| self.targets[t].name.as_str())
+                .collect::<Vec<_>>()
+                .join(" -> ")
         };
         let _ = writeln!(s, "source: {}", self.source);
         let _ = writeln!(s, "listen: {}  workers: {}", self.listen, self.workers);
@@ -872,7 +1007,12 @@ impl Config {
         }
         for cat in CATEGORIES {
             if let Some(c) = self.chain_for_category(cat, default_tier(cat)) {
-                let _ = writeln!(s, "category {cat:<13} (tier {}): {}", default_tier(cat), chain_str(c));
+                let _ = writeln!(
+                    s,
+                    "category {cat:<13} (tier {}): {}",
+                    default_tier(cat),
+                    chain_str(c)
+                );
             }
         }
         for (name, c) in &self.routes {
@@ -940,12 +1080,18 @@ fn resolve_auth(a: &RawAuth, key: &str) -> Result<(Option<String>, Option<String
         "none" => Ok((None, None)),
         "env" => {
             let Some(var) = a.key.as_deref().filter(|v| !v.is_empty()) else {
-                return Err(invalid(format!("{key}.key"), "names the environment variable holding the key"));
+                return Err(invalid(
+                    format!("{key}.key"),
+                    "names the environment variable holding the key",
+                ));
             };
             let value = std::env::var(var).ok().filter(|v| !v.is_empty());
             Ok((value, Some(var.to_string())))
         }
-        other => Err(invalid(format!("{key}.type"), format!("`{other}`: expected `env` or `none`"))),
+        other => Err(invalid(
+            format!("{key}.type"),
+            format!("`{other}`: expected `env` or `none`"),
+        )),
     }
 }
 
@@ -953,7 +1099,12 @@ fn resolve_provider(name: &str, p: &RawProvider, key: &str) -> Result<Provider, 
     let dialect = match p.api.as_deref().unwrap_or("openai") {
         "openai" => Dialect::OpenAi,
         "anthropic" => Dialect::Anthropic,
-        other => return Err(invalid(format!("{key}.api"), format!("`{other}`: expected `openai` or `anthropic`"))),
+        other => {
+            return Err(invalid(
+                format!("{key}.api"),
+                format!("`{other}`: expected `openai` or `anthropic`"),
+            ))
+        }
     };
     let url = p.base_url.trim_end_matches('/');
     let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
@@ -961,20 +1112,30 @@ fn resolve_provider(name: &str, p: &RawProvider, key: &str) -> Result<Provider, 
     } else if let Some(r) = url.strip_prefix("http://") {
         (false, r)
     } else {
-        return Err(invalid(format!("{key}.baseUrl"), "must start with http:// or https://"));
+        return Err(invalid(
+            format!("{key}.baseUrl"),
+            "must start with http:// or https://",
+        ));
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
     };
-    let (host, port) = split_authority(authority, if tls { 443 } else { 80 })
-        .ok_or_else(|| invalid(format!("{key}.baseUrl"), format!("bad host/port in `{}`", p.base_url)))?;
+    let (host, port) = split_authority(authority, if tls { 443 } else { 80 }).ok_or_else(|| {
+        invalid(
+            format!("{key}.baseUrl"),
+            format!("bad host/port in `{}`", p.base_url),
+        )
+    })?;
     let (api_key, api_key_env) = match &p.auth {
         Some(a) => resolve_auth(a, &format!("{key}.auth"))?,
         None => (None, None),
     };
     let tls_config = if tls {
-        Some(build_tls_config(p.ca_file.as_deref()).map_err(|m| invalid(format!("{key}.ca_file"), m))?)
+        Some(
+            build_tls_config(p.ca_file.as_deref())
+                .map_err(|m| invalid(format!("{key}.ca_file"), m))?,
+        )
     } else {
         None
     };
@@ -982,10 +1143,14 @@ fn resolve_provider(name: &str, p: &RawProvider, key: &str) -> Result<Provider, 
         .headers
         .iter()
         .map(|(k, v)| {
-            if k.bytes().any(|b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+            if k.bytes()
+                .any(|b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
                 || v.bytes().any(|b| b == b'\r' || b == b'\n')
             {
-                Err(invalid(format!("{key}.headers.{k}"), "invalid header name or value"))
+                Err(invalid(
+                    format!("{key}.headers.{k}"),
+                    "invalid header name or value",
+                ))
             } else {
                 Ok((k.clone(), v.clone()))
             }
@@ -1010,10 +1175,18 @@ fn resolve_provider(name: &str, p: &RawProvider, key: &str) -> Result<Provider, 
         pool_idle_ms: p.pool_idle_ms.unwrap_or(60_000),
         headers,
         tls_config,
-        pool_key: Arc::from(format!("{}://{}:{}", if tls { "https" } else { "http" }, host, port)),
+        pool_key: Arc::from(format!(
+            "{}://{}:{}",
+            if tls { "https" } else { "http" },
+            host,
+            port
+        )),
         addrs: {
             use std::net::ToSocketAddrs;
-            (host, port).to_socket_addrs().map(|a| a.collect()).unwrap_or_default()
+            (host, port)
+                .to_socket_addrs()
+                .map(|a| a.collect())
+                .unwrap_or_default()
         },
     })
 }
@@ -1048,7 +1221,9 @@ pub fn build_tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConf
         let mut n = 0;
         for c in certs {
             let c = c.map_err(|e| format!("bad PEM in {}: {e}", path.display()))?;
-            roots.add(c).map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
+            roots
+                .add(c)
+                .map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
             n += 1;
         }
         if n == 0 {
@@ -1077,7 +1252,9 @@ pub fn builtin_price(model: &str) -> Option<RawPrice> {
         "o3" => p(2.0, 8.0),
         "o4-mini" => p(1.1, 4.4),
         "claude-3-5-haiku-latest" | "claude-3-5-haiku-20241022" => p(0.8, 4.0),
-        "claude-sonnet-4-20250514" | "claude-sonnet-4-5" | "claude-3-7-sonnet-latest" => p(3.0, 15.0),
+        "claude-sonnet-4-20250514" | "claude-sonnet-4-5" | "claude-3-7-sonnet-latest" => {
+            p(3.0, 15.0)
+        }
         "claude-opus-4-1" | "claude-opus-4-20250514" => p(15.0, 75.0),
         "llama-3.1-8b-instant" => p(0.05, 0.08),
         "llama-3.3-70b-versatile" => p(0.59, 0.79),
@@ -1100,13 +1277,62 @@ pub fn embedded_raw() -> RawConfig {
         strong: &'static str,
     }
     const KNOWN: &[Known] = &[
-        Known { name: "openai", env: "OPENAI_API_KEY", url: "https://api.openai.com/v1", api: "openai", fast: "gpt-4o-mini", strong: "gpt-4o" },
-        Known { name: "anthropic", env: "ANTHROPIC_API_KEY", url: "https://api.anthropic.com/v1", api: "anthropic", fast: "claude-3-5-haiku-latest", strong: "claude-sonnet-4-20250514" },
-        Known { name: "openrouter", env: "OPENROUTER_API_KEY", url: "https://openrouter.ai/api/v1", api: "openai", fast: "openai/gpt-4o-mini", strong: "openai/gpt-4o" },
-        Known { name: "groq", env: "GROQ_API_KEY", url: "https://api.groq.com/openai/v1", api: "openai", fast: "llama-3.1-8b-instant", strong: "llama-3.3-70b-versatile" },
-        Known { name: "together", env: "TOGETHER_API_KEY", url: "https://api.together.xyz/v1", api: "openai", fast: "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo", strong: "meta-llama/Meta-Llama-3.1-70B-Instruct-Turbo" },
-        Known { name: "mistral", env: "MISTRAL_API_KEY", url: "https://api.mistral.ai/v1", api: "openai", fast: "mistral-small-latest", strong: "mistral-large-latest" },
-        Known { name: "deepseek", env: "DEEPSEEK_API_KEY", url: "https://api.deepseek.com/v1", api: "openai", fast: "deepseek-chat", strong: "deepseek-reasoner" },
+        Known {
+            name: "openai",
+            env: "OPENAI_API_KEY",
+            url: "https://api.openai.com/v1",
+            api: "openai",
+            fast: "gpt-4o-mini",
+            strong: "gpt-4o",
+        },
+        Known {
+            name: "anthropic",
+            env: "ANTHROPIC_API_KEY",
+            url: "https://api.anthropic.com/v1",
+            api: "anthropic",
+            fast: "claude-3-5-haiku-latest",
+            strong: "claude-sonnet-4-20250514",
+        },
+        Known {
+            name: "openrouter",
+            env: "OPENROUTER_API_KEY",
+            url: "https://openrouter.ai/api/v1",
+            api: "openai",
+            fast: "openai/gpt-4o-mini",
+            strong: "openai/gpt-4o",
+        },
+        Known {
+            name: "groq",
+            env: "GROQ_API_KEY",
+            url: "https://api.groq.com/openai/v1",
+            api: "openai",
+            fast: "llama-3.1-8b-instant",
+            strong: "llama-3.3-70b-versatile",
+        },
+        Known {
+            name: "together",
+            env: "TOGETHER_API_KEY",
+            url: "https://api.together.xyz/v1",
+            api: "openai",
+            fast: "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo",
+            strong: "meta-llama/Meta-Llama-3.1-70B-Instruct-Turbo",
+        },
+        Known {
+            name: "mistral",
+            env: "MISTRAL_API_KEY",
+            url: "https://api.mistral.ai/v1",
+            api: "openai",
+            fast: "mistral-small-latest",
+            strong: "mistral-large-latest",
+        },
+        Known {
+            name: "deepseek",
+            env: "DEEPSEEK_API_KEY",
+            url: "https://api.deepseek.com/v1",
+            api: "openai",
+            fast: "deepseek-chat",
+            strong: "deepseek-reasoner",
+        },
     ];
     let mut raw = RawConfig::default();
     let mut fast = Vec::new();
@@ -1120,7 +1346,10 @@ pub fn embedded_raw() -> RawConfig {
             RawProvider {
                 base_url: k.url.into(),
                 api: Some(k.api.into()),
-                auth: Some(RawAuth { kind: "env".into(), key: Some(k.env.into()) }),
+                auth: Some(RawAuth {
+                    kind: "env".into(),
+                    key: Some(k.env.into()),
+                }),
                 pii: Some(true),
                 models: vec![k.fast.into(), k.strong.into()],
                 ca_file: None,
@@ -1134,16 +1363,24 @@ pub fn embedded_raw() -> RawConfig {
         );
         fast.push(format!("{}/{}", k.name, k.fast));
         strong.push(format!("{}/{}", k.name, k.strong));
-        raw.aliases.entry(k.fast.into()).or_insert_with(|| format!("{}/{}", k.name, k.fast));
-        raw.aliases.entry(k.strong.into()).or_insert_with(|| format!("{}/{}", k.name, k.strong));
+        raw.aliases
+            .entry(k.fast.into())
+            .or_insert_with(|| format!("{}/{}", k.name, k.fast));
+        raw.aliases
+            .entry(k.strong.into())
+            .or_insert_with(|| format!("{}/{}", k.name, k.strong));
     }
     let ollama_model = std::env::var("OLLAMA_MODEL").unwrap_or_else(|_| "llama3.2".into());
     raw.providers.insert(
         "ollama".into(),
         RawProvider {
-            base_url: std::env::var("OLLAMA_URL").unwrap_or_else(|_| "http://127.0.0.1:11434/v1".into()),
+            base_url: std::env::var("OLLAMA_URL")
+                .unwrap_or_else(|_| "http://127.0.0.1:11434/v1".into()),
             api: Some("openai".into()),
-            auth: Some(RawAuth { kind: "none".into(), key: None }),
+            auth: Some(RawAuth {
+                kind: "none".into(),
+                key: None,
+            }),
             pii: Some(false),
             models: vec![ollama_model.clone()],
             ca_file: None,
@@ -1158,7 +1395,11 @@ pub fn embedded_raw() -> RawConfig {
     let local = format!("ollama/{ollama_model}");
     fast.push(local.clone());
     strong.push(local);
-    let chain = |list: &[String]| RawChain { primary: list[0].clone(), fallback: list[1..].to_vec(), timeout_ms: None };
+    let chain = |list: &[String]| RawChain {
+        primary: list[0].clone(),
+        fallback: list[1..].to_vec(),
+        timeout_ms: None,
+    };
     // Tiers 1–2 prefer the cheap models, 3–4 the strong ones; each falls back across providers.
     let mut strong_first = strong.clone();
     strong_first.extend(fast.iter().filter(|f| !strong.contains(f)).cloned());
@@ -1176,7 +1417,11 @@ mod tests {
 
     #[test]
     fn unknown_key_names_dotted_path() {
-        let err = parse_raw(r#"{"providers": {"x": {"baseUrl": "http://a", "bogus": 1}}}"#, "t").unwrap_err();
+        let err = parse_raw(
+            r#"{"providers": {"x": {"baseUrl": "http://a", "bogus": 1}}}"#,
+            "t",
+        )
+        .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("providers.x"), "{msg}");
         assert!(msg.contains("bogus"), "{msg}");
@@ -1205,7 +1450,9 @@ mod tests {
     #[test]
     fn bad_chain_reference_is_named() {
         let raw = parse_raw(r#"{"categories": {"coding": {"primary": "nope/x"}}}"#, "t").unwrap();
-        let err = Config::resolve(raw, &Overrides::default(), "t".into()).unwrap_err().to_string();
+        let err = Config::resolve(raw, &Overrides::default(), "t".into())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("categories.coding.primary"), "{err}");
     }
 
@@ -1221,7 +1468,10 @@ mod tests {
     #[test]
     fn template_parses_and_resolves_ledger_settings() {
         let raw = parse_raw(include_str!("config_template.jsonc"), "template").unwrap();
-        assert_eq!(raw.ledger.as_ref().and_then(|l| l.flush_interval_ms), Some(100));
+        assert_eq!(
+            raw.ledger.as_ref().and_then(|l| l.flush_interval_ms),
+            Some(100)
+        );
         let raw = parse_raw(
             r#"{"ledger": {"path": "/tmp/x/l.db", "flush_interval_ms": 50}, "keys": {"require_key": true},
                 "apps": {"billing": {"daily_usd": 5, "monthly_usd": 100}}, "redis": {"url": "redis://:pw@127.0.0.1:7000"}}"#,
@@ -1229,23 +1479,44 @@ mod tests {
         )
         .unwrap();
         let cfg = Config::resolve(raw, &Overrides::default(), "t".into()).unwrap();
-        assert_eq!(cfg.ledger, Some(LedgerSettings { path: "/tmp/x/l.db".into(), flush_interval_ms: 50 }));
+        assert_eq!(
+            cfg.ledger,
+            Some(LedgerSettings {
+                path: "/tmp/x/l.db".into(),
+                flush_interval_ms: 50
+            })
+        );
         assert!(cfg.require_key);
         assert_eq!(cfg.apps["billing"], (Some(5.0), Some(100.0)));
         assert!(!cfg.redacted_json().contains("pw@"));
 
-        let err = parse_raw(r#"{"ledger": {"path": "x", "flush": 1}}"#, "t").unwrap_err().to_string();
+        let err = parse_raw(r#"{"ledger": {"path": "x", "flush": 1}}"#, "t")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ledger") && err.contains("flush"), "{err}");
-        let err = parse_raw(r#"{"apps": {"a": {"daily": 1}}}"#, "t").unwrap_err().to_string();
+        let err = parse_raw(r#"{"apps": {"a": {"daily": 1}}}"#, "t")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("apps.a"), "{err}");
-        let raw = parse_raw(r#"{"ledger": {"enabled": false}, "keys": {"require_key": true}}"#, "t").unwrap();
-        let err = Config::resolve(raw, &Overrides::default(), "t".into()).unwrap_err().to_string();
+        let raw = parse_raw(
+            r#"{"ledger": {"enabled": false}, "keys": {"require_key": true}}"#,
+            "t",
+        )
+        .unwrap();
+        let err = Config::resolve(raw, &Overrides::default(), "t".into())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("keys.require_key"), "{err}");
         let raw = parse_raw(r#"{"apps": {"a": {"daily_usd": -1}}}"#, "t").unwrap();
-        let err = Config::resolve(raw, &Overrides::default(), "t".into()).unwrap_err().to_string();
+        let err = Config::resolve(raw, &Overrides::default(), "t".into())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("apps.a.daily_usd"), "{err}");
         let raw = parse_raw(r#"{"ledger": {"enabled": false}}"#, "t").unwrap();
-        assert!(Config::resolve(raw, &Overrides::default(), "t".into()).unwrap().ledger.is_none());
+        assert!(Config::resolve(raw, &Overrides::default(), "t".into())
+            .unwrap()
+            .ledger
+            .is_none());
     }
 
     #[test]

@@ -16,13 +16,21 @@ pub enum Side {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {
     #[error("{message}")]
-    BadRequest { message: String, param: Option<String>, code: &'static str },
+    BadRequest {
+        message: String,
+        param: Option<String>,
+        code: &'static str,
+    },
     #[error("{message}")]
     Unauthorized { message: String },
     #[error("{message}")]
     Forbidden { message: String, code: &'static str },
     #[error("{message}")]
-    NotFound { message: String, param: Option<String>, code: &'static str },
+    NotFound {
+        message: String,
+        param: Option<String>,
+        code: &'static str,
+    },
     #[error("request body is {got} bytes; the limit is {limit} bytes")]
     BodyTooLarge { got: u64, limit: u64 },
     #[error("request header section is too large ({what})")]
@@ -53,7 +61,11 @@ impl GatewayError {
 
     /// 400 for bytes that are not a parseable request at all.
     pub fn malformed(message: impl Into<String>) -> Self {
-        GatewayError::BadRequest { message: message.into(), param: None, code: "malformed_request" }
+        GatewayError::BadRequest {
+            message: message.into(),
+            param: None,
+            code: "malformed_request",
+        }
     }
 
     pub fn status(&self) -> u16 {
@@ -78,7 +90,9 @@ impl GatewayError {
             GatewayError::UpstreamFailed { .. }
             | GatewayError::UpstreamUnavailable { .. }
             | GatewayError::UpstreamTimeout { .. } => Side::Upstream,
-            GatewayError::Internal { .. } | GatewayError::ServiceUnavailable { .. } => Side::Internal,
+            GatewayError::Internal { .. } | GatewayError::ServiceUnavailable { .. } => {
+                Side::Internal
+            }
             _ => Side::Downstream,
         }
     }
@@ -96,7 +110,9 @@ impl GatewayError {
             GatewayError::UpstreamFailed { .. }
             | GatewayError::UpstreamUnavailable { .. }
             | GatewayError::UpstreamTimeout { .. } => "upstream_error",
-            GatewayError::ServiceUnavailable { .. } | GatewayError::Internal { .. } => "server_error",
+            GatewayError::ServiceUnavailable { .. } | GatewayError::Internal { .. } => {
+                "server_error"
+            }
         }
     }
 

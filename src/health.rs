@@ -144,7 +144,8 @@ impl UpstreamHealth {
 
     fn store(&self, s: HealthSnapshot) {
         self.ewma_ttfb_us.store(s.ewma_ttfb_us, Ordering::Relaxed);
-        self.error_ewma_ppm.store(s.error_ewma_ppm, Ordering::Relaxed);
+        self.error_ewma_ppm
+            .store(s.error_ewma_ppm, Ordering::Relaxed);
         self.state.store(s.state as u8, Ordering::Relaxed);
         self.samples.store(s.samples, Ordering::Relaxed);
     }
@@ -174,8 +175,14 @@ pub struct PeerView {
 
 impl SharedHealth {
     pub fn new(cores: usize, targets: usize) -> SharedHealth {
-        let slots: Vec<UpstreamHealth> = (0..cores.saturating_mul(targets)).map(|_| UpstreamHealth::default()).collect();
-        SharedHealth { cores, targets, slots: slots.into() }
+        let slots: Vec<UpstreamHealth> = (0..cores.saturating_mul(targets))
+            .map(|_| UpstreamHealth::default())
+            .collect();
+        SharedHealth {
+            cores,
+            targets,
+            slots: slots.into(),
+        }
     }
 
     pub fn cores(&self) -> usize {
@@ -202,7 +209,9 @@ impl SharedHealth {
             if Some(core) == exclude_core {
                 continue;
             }
-            let Some(slot) = self.slot(core, target) else { continue };
+            let Some(slot) = self.slot(core, target) else {
+                continue;
+            };
             let s = slot.load();
             if s.samples == 0 && s.error_ewma_ppm == 0 && s.state == CircuitState::Closed {
                 continue;
@@ -249,12 +258,20 @@ pub struct HealthTable {
 impl HealthTable {
     /// A table with no cross-core board.
     pub fn new(cfg: HealthConfig) -> HealthTable {
-        HealthTable { cfg, upstreams: RefCell::new(Vec::new()), board: None }
+        HealthTable {
+            cfg,
+            upstreams: RefCell::new(Vec::new()),
+            board: None,
+        }
     }
 
     /// A table that publishes into row `core` of `board` after every change and reads the other rows.
     pub fn with_board(cfg: HealthConfig, board: SharedHealth, core: usize) -> HealthTable {
-        HealthTable { cfg, upstreams: RefCell::new(Vec::new()), board: Some((board, core)) }
+        HealthTable {
+            cfg,
+            upstreams: RefCell::new(Vec::new()),
+            board: Some((board, core)),
+        }
     }
 
     pub fn config(&self) -> &HealthConfig {
@@ -263,7 +280,10 @@ impl HealthTable {
 
     fn cool_down_ms(&self, reopen_count: u32) -> u64 {
         let factor = 1u64 << reopen_count.min(16);
-        self.cfg.cool_down_ms.saturating_mul(factor).min(self.cfg.max_cool_down_ms.max(self.cfg.cool_down_ms))
+        self.cfg
+            .cool_down_ms
+            .saturating_mul(factor)
+            .min(self.cfg.max_cool_down_ms.max(self.cfg.cool_down_ms))
     }
 
     fn with_upstream<R>(&self, target: usize, f: impl FnOnce(&mut Upstream) -> R) -> R {
@@ -294,7 +314,12 @@ impl HealthTable {
                 }
                 u.samples = u.samples.saturating_add(1);
             }
-            u.error_ewma = decayed(u.error_ewma, u.error_updated_ms, now_ms, cfg.error_half_life_ms);
+            u.error_ewma = decayed(
+                u.error_ewma,
+                u.error_updated_ms,
+                now_ms,
+                cfg.error_half_life_ms,
+            );
             u.error_updated_ms = u.error_updated_ms.max(now_ms);
             let x = if ok { 0.0 } else { 1.0 };
             u.error_ewma += cfg.error_alpha * (x - u.error_ewma);
@@ -311,8 +336,11 @@ impl HealthTable {
                         u.consecutive_failures += 1;
                         let failures = u.window_bits.count_ones();
                         let ratio_trips = u.window_len >= cfg.window_min_requests.max(1)
-                            && f64::from(failures) >= cfg.window_error_ratio_to_open * f64::from(u.window_len);
-                        if u.consecutive_failures >= cfg.consecutive_failures_to_open.max(1) || ratio_trips {
+                            && f64::from(failures)
+                                >= cfg.window_error_ratio_to_open * f64::from(u.window_len);
+                        if u.consecutive_failures >= cfg.consecutive_failures_to_open.max(1)
+                            || ratio_trips
+                        {
                             open(u, now_ms);
                         }
                     }
@@ -338,7 +366,11 @@ impl HealthTable {
     /// The local circuit state as last changed (an open circuit stays `Open` here until `allow`
     /// moves it on; `view` shows the time-aware state).
     pub fn state(&self, target: usize) -> CircuitState {
-        self.upstreams.borrow().get(target).map(|u| u.state).unwrap_or_default()
+        self.upstreams
+            .borrow()
+            .get(target)
+            .map(|u| u.state)
+            .unwrap_or_default()
     }
 
     /// Whether a request may be sent to `target` now. Closed: yes. Open: no until the cool-down
@@ -388,14 +420,23 @@ impl HealthTable {
         if take {
             self.with_upstream(target, decide)
         } else {
-            let mut copy = self.upstreams.borrow().get(target).cloned().unwrap_or_default();
+            let mut copy = self
+                .upstreams
+                .borrow()
+                .get(target)
+                .cloned()
+                .unwrap_or_default();
             decide(&mut copy)
         }
     }
 
     /// The local snapshot of `target` (what this core publishes).
     pub fn snapshot(&self, target: usize) -> HealthSnapshot {
-        self.upstreams.borrow().get(target).map(snapshot_of).unwrap_or_default()
+        self.upstreams
+            .borrow()
+            .get(target)
+            .map(snapshot_of)
+            .unwrap_or_default()
     }
 
     /// Local state merged with the peers' published rows; see `TargetView`.
@@ -404,14 +445,26 @@ impl HealthTable {
         let local = ups.get(target).cloned().unwrap_or_default();
         drop(ups);
         let mut state = local.state;
-        if state == CircuitState::Open && now_ms.saturating_sub(local.opened_at_ms) >= self.cool_down_ms(local.reopen_count) {
+        if state == CircuitState::Open
+            && now_ms.saturating_sub(local.opened_at_ms) >= self.cool_down_ms(local.reopen_count)
+        {
             state = CircuitState::HalfOpen;
         }
         let local_ttfb = (local.samples > 0).then_some(local.ewma_ttfb_us.round() as u64);
-        let local_err = (decayed(local.error_ewma, local.error_updated_ms, now_ms, self.cfg.error_half_life_ms) * 1e6).round() as u32;
+        let local_err = (decayed(
+            local.error_ewma,
+            local.error_updated_ms,
+            now_ms,
+            self.cfg.error_half_life_ms,
+        ) * 1e6)
+            .round() as u32;
         let trusted = local.samples >= self.cfg.min_samples;
         let Some((board, core)) = &self.board else {
-            return TargetView { state, ewma_ttfb_us: local_ttfb, error_ewma_ppm: local_err };
+            return TargetView {
+                state,
+                ewma_ttfb_us: local_ttfb,
+                error_ewma_ppm: local_err,
+            };
         };
         let peers = board.peers(target, Some(*core));
         if state == CircuitState::Closed
@@ -422,9 +475,21 @@ impl HealthTable {
         {
             state = CircuitState::Open;
         }
-        let ewma_ttfb_us = if trusted { local_ttfb } else { peers.ewma_ttfb_us.or(local_ttfb) };
-        let error_ewma_ppm = if trusted || peers.reporting_cores == 0 { local_err } else { peers.error_ewma_ppm };
-        TargetView { state, ewma_ttfb_us, error_ewma_ppm }
+        let ewma_ttfb_us = if trusted {
+            local_ttfb
+        } else {
+            peers.ewma_ttfb_us.or(local_ttfb)
+        };
+        let error_ewma_ppm = if trusted || peers.reporting_cores == 0 {
+            local_err
+        } else {
+            peers.error_ewma_ppm
+        };
+        TargetView {
+            state,
+            ewma_ttfb_us,
+            error_ewma_ppm,
+        }
     }
 }
 
@@ -523,12 +588,20 @@ pub fn order_chain(
         let mut ordered: Vec<(usize, Option<u64>, bool)> = Vec::with_capacity(usable.len());
         for tier in tiers {
             let start = ordered.len();
-            ordered.extend(usable.iter().copied().filter(|&(pos, _, _)| candidates[pos].tier == tier));
-            ordered[start..].sort_by_key(|&(_, ttfb, degraded)| (degraded, ttfb.unwrap_or(u64::MAX)));
+            ordered.extend(
+                usable
+                    .iter()
+                    .copied()
+                    .filter(|&(pos, _, _)| candidates[pos].tier == tier),
+            );
+            ordered[start..]
+                .sort_by_key(|&(_, ttfb, degraded)| (degraded, ttfb.unwrap_or(u64::MAX)));
         }
         if let Some(budget_ms) = latency_budget_ms {
             let budget_us = budget_ms.saturating_mul(1000);
-            let fits = ordered.iter().position(|&(_, t, _)| t.is_some_and(|t| t <= budget_us));
+            let fits = ordered
+                .iter()
+                .position(|&(_, t, _)| t.is_some_and(|t| t <= budget_us));
             let pick = fits.or_else(|| {
                 ordered
                     .iter()
@@ -614,7 +687,11 @@ mod tests {
 
     #[test]
     fn cool_down_is_capped() {
-        let c = HealthConfig { cool_down_ms: 1_000, max_cool_down_ms: 3_000, ..cfg() };
+        let c = HealthConfig {
+            cool_down_ms: 1_000,
+            max_cool_down_ms: 3_000,
+            ..cfg()
+        };
         let t = HealthTable::new(c);
         fail(&t, 0, 5, 0);
         let mut now = 0;
@@ -638,7 +715,10 @@ mod tests {
             }
         }
         let i = opened_at.expect("ratio rule must open the circuit");
-        assert!(i >= 9, "not before the window holds 10 outcomes, opened at {i}");
+        assert!(
+            i >= 9,
+            "not before the window holds 10 outcomes, opened at {i}"
+        );
     }
 
     #[test]
@@ -705,17 +785,26 @@ mod tests {
         assert_eq!(c.view(2, 0).ewma_ttfb_us, Some(250_000));
         // Both peers open the circuit: c, with nothing of its own, avoids the target too.
         fail(&a, 2, 5, 10);
-        assert_eq!(c.view(2, 10).state, CircuitState::Closed, "one of two peers is not a majority");
+        assert_eq!(
+            c.view(2, 10).state,
+            CircuitState::Closed,
+            "one of two peers is not a majority"
+        );
         fail(&b, 2, 5, 10);
         assert_eq!(c.view(2, 10).state, CircuitState::Open);
-        assert_eq!(board.slot(1, 2).map(|s| s.load().state), Some(CircuitState::Open));
+        assert_eq!(
+            board.slot(1, 2).map(|s| s.load().state),
+            Some(CircuitState::Open)
+        );
         // Out-of-range reads are harmless.
         assert!(board.slot(3, 0).is_none());
         assert_eq!(board.peers(99, None), PeerView::default());
     }
 
     fn cands(spec: &[(usize, u8)]) -> Vec<Candidate> {
-        spec.iter().map(|&(target, tier)| Candidate { target, tier }).collect()
+        spec.iter()
+            .map(|&(target, tier)| Candidate { target, tier })
+            .collect()
     }
 
     #[test]
@@ -783,8 +872,16 @@ mod tests {
         let c = cands(&[(0, 2), (1, 2)]);
         fail(&t, 0, 5, 0);
         assert_eq!(order_chain(&c, &t, None, true, 4_000), vec![1]);
-        assert_eq!(order_chain(&c, &t, None, true, 5_000), vec![0, 1], "probe admitted in its place");
-        assert_eq!(order_chain(&c, &t, None, true, 5_001), vec![1], "one probe at a time");
+        assert_eq!(
+            order_chain(&c, &t, None, true, 5_000),
+            vec![0, 1],
+            "probe admitted in its place"
+        );
+        assert_eq!(
+            order_chain(&c, &t, None, true, 5_001),
+            vec![1],
+            "one probe at a time"
+        );
         t.record(0, 100, true, 5_002);
         assert_eq!(order_chain(&c, &t, None, true, 5_003), vec![0, 1]);
     }

@@ -10,9 +10,8 @@ use std::io::{BufRead, Write};
 
 use serde_json::{json, Value};
 
-use crate::config::{default_tier, Config};
+use crate::config::Config;
 use crate::pipeline::parse::{parse_chat_request, ChatRequest, MessageText};
-use crate::pipeline::route::detect_prefix;
 use crate::pipeline::security;
 use crate::scanner::{scrub, BlockOn, ScanOptions, ScanScratch, Scanner, Vault};
 
@@ -25,30 +24,52 @@ pub struct InspectDecision {
     pub confidence: f64,
 }
 
-/// How `auto` would categorise the request: a forcing prefix (override), audio or tools
-/// (structure), else the configured default category (`rules`, confidence 0.5). The one place
-/// to plug the classifier in.
-pub fn decide_for_inspect(cfg: &Config, req: Option<&ChatRequest<'_>>, prompt: &str) -> InspectDecision {
-    let (category, decided_by, confidence) = if let Some((cat, _)) = detect_prefix(prompt) {
-        (cat.to_string(), "override", 1.0)
-    } else if req.is_some_and(|r| r.has_audio) {
-        ("transcription".to_string(), "structure", 1.0)
-    } else if req.is_some_and(|r| r.has_tools) {
-        ("agentic".to_string(), "structure", 1.0)
-    } else {
-        (cfg.default_category.clone(), "rules", 0.5)
+/// How `auto` categorises the request — exactly the gateway's decision: structure, then forcing
+/// prefixes, then the learned model (run synchronously here), else the rule scorer when no model
+/// is given. `route.tier` pins the tier as in the gateway.
+pub fn decide_for_inspect(
+    _cfg: &Config,
+    req: Option<&ChatRequest<'_>>,
+    prompt: &str,
+    model: Option<&mut crate::classifier::Model>,
+) -> InspectDecision {
+    let input = match req {
+        Some(r) => crate::pipeline::classify_input(r),
+        None => crate::classifier::ClassifyInput::from_prompt(prompt),
     };
-    let tier = req.and_then(|r| r.route.tier).unwrap_or_else(|| default_tier(&category));
-    InspectDecision { category, tier, decided_by, confidence }
+    let answer = if crate::pipeline::needs_model(&input) {
+        model
+            .and_then(|m| m.predict_batch(&[input.model_text().as_str()]).ok())
+            .and_then(|v| v.into_iter().next())
+    } else {
+        None
+    };
+    let d = crate::classifier::decide(&input, answer);
+    let tier = req.and_then(|r| r.route.tier).unwrap_or(d.tier);
+    InspectDecision {
+        category: d.category.as_str().to_string(),
+        tier,
+        decided_by: d.decided_by.as_str(),
+        confidence: (d.confidence as f64 * 1e4).round() / 1e4,
+    }
 }
 
 /// Latest user message text of a parsed request.
 fn latest_user<'a>(msgs: &'a [MessageText<'a>]) -> Option<&'a str> {
-    msgs.iter().rev().find(|m| m.role == "user").map(|m| m.text.as_ref())
+    msgs.iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .map(|m| m.text.as_ref())
 }
 
 /// The answer for one input line.
-pub fn answer_line(cfg: &Config, scanner: &Scanner, scratch: &mut ScanScratch, line: &str) -> Value {
+pub fn answer_line(
+    cfg: &Config,
+    scanner: &Scanner,
+    scratch: &mut ScanScratch,
+    model: Option<&mut crate::classifier::Model>,
+    line: &str,
+) -> Value {
     let v: Value = match serde_json::from_str(line) {
         Ok(v) => v,
         Err(e) => return json!({"error": format!("not JSON: {e}")}),
@@ -56,9 +77,14 @@ pub fn answer_line(cfg: &Config, scanner: &Scanner, scratch: &mut ScanScratch, l
     let mut owned;
     let (req, prompt): (Option<ChatRequest<'_>>, Cow<'_, str>) = match v.get("prompt") {
         Some(Value::String(p)) => {
-            owned = serde_json::to_vec(&json!({"model": "auto", "messages": [{"role": "user", "content": p}]}))
-                .unwrap_or_default();
-            (parse_chat_request(&mut owned).ok(), Cow::Borrowed(p.as_str()))
+            owned = serde_json::to_vec(
+                &json!({"model": "auto", "messages": [{"role": "user", "content": p}]}),
+            )
+            .unwrap_or_default();
+            (
+                parse_chat_request(&mut owned).ok(),
+                Cow::Borrowed(p.as_str()),
+            )
         }
         Some(_) => return json!({"error": "`prompt` must be a string"}),
         None => {
@@ -75,10 +101,14 @@ pub fn answer_line(cfg: &Config, scanner: &Scanner, scratch: &mut ScanScratch, l
             }
         }
     };
-    let decision = decide_for_inspect(cfg, req.as_ref(), &prompt);
+    let decision = decide_for_inspect(cfg, req.as_ref(), &prompt, model);
     let sec = &cfg.security;
     let opts = ScanOptions {
-        block_on: if sec.block_on_warning { BlockOn::Warning } else { BlockOn::Critical },
+        block_on: if sec.block_on_warning {
+            BlockOn::Warning
+        } else {
+            BlockOn::Critical
+        },
         ..ScanOptions::default()
     };
     let mut report = scanner.scan(scratch, &prompt, &opts);
@@ -110,8 +140,11 @@ pub fn answer_line(cfg: &Config, scanner: &Scanner, scratch: &mut ScanScratch, l
         .iter()
         .map(|t| json!({"category": t.category, "rule": t.rule, "severity": t.severity.as_str()}))
         .collect();
-    let pii: Vec<Value> =
-        report.pii.iter().map(|s| json!({"start": s.start, "end": s.end, "type": s.kind.as_str()})).collect();
+    let pii: Vec<Value> = report
+        .pii
+        .iter()
+        .map(|s| json!({"start": s.start, "end": s.end, "type": s.kind.as_str()}))
+        .collect();
     json!({
         "category": decision.category,
         "tier": decision.tier,
@@ -144,7 +177,11 @@ pub fn to_line(v: &Value) -> String {
 /// Runs the command over stdin/stdout. Exit code: 0, or 1 if the scanner cannot be built or
 /// stdout fails.
 pub fn run(cfg: &Config) -> i32 {
-    let dir = cfg.security.cache_dir.clone().or_else(crate::config::default_cache_dir);
+    let dir = cfg
+        .security
+        .cache_dir
+        .clone()
+        .or_else(crate::config::default_cache_dir);
     let scanner = match security::load_scanner(dir) {
         Ok(s) => s,
         Err(e) => {
@@ -158,6 +195,17 @@ pub fn run(cfg: &Config) -> i32 {
             eprintln!("tierflow: scanner: {e}");
             return 1;
         }
+    };
+    let mut model = if cfg.classifier_enabled() {
+        match crate::classifier::Model::embedded() {
+            Ok(m) => Some(m),
+            Err(e) => {
+                eprintln!("tierflow: classifier model failed to load ({e}); deciding by rules");
+                None
+            }
+        }
+    } else {
+        None
     };
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
@@ -178,7 +226,13 @@ pub fn run(cfg: &Config) -> i32 {
         if line.trim().is_empty() {
             continue;
         }
-        let answer = answer_line(cfg, &scanner, &mut scratch, line.trim_end_matches(['\n', '\r']));
+        let answer = answer_line(
+            cfg,
+            &scanner,
+            &mut scratch,
+            model.as_mut(),
+            line.trim_end_matches(['\n', '\r']),
+        );
         if writeln!(out, "{}", to_line(&answer)).is_err() {
             return 1;
         }
@@ -199,15 +253,27 @@ mod tests {
         let scanner = security::test_scanner();
         let mut scratch = scanner.new_scratch().unwrap();
         let email = format!("{}@{}.com", "alice", "example");
-        let a = answer_line(&cfg, &scanner, &mut scratch, &json!({"prompt": format!("mail {email}")}).to_string());
+        let a = answer_line(
+            &cfg,
+            &scanner,
+            &mut scratch,
+            None,
+            &json!({"prompt": format!("mail {email}")}).to_string(),
+        );
         assert_eq!(a["pii"][0]["type"], "EMAIL");
         assert_eq!(a["pii"][0]["start"], 5);
         assert_eq!(a["pii"][0]["end"], 5 + email.len());
         assert!(!a["scrubbed"].as_str().unwrap().contains(&email));
         assert_eq!(a["decided_by"], "rules");
-        let b = answer_line(&cfg, &scanner, &mut scratch, "{not json");
+        let b = answer_line(&cfg, &scanner, &mut scratch, None, "{not json");
         assert!(b["error"].is_string());
-        let c = answer_line(&cfg, &scanner, &mut scratch, r#"{"model":"auto","messages":[{"role":"user","content":"/code fix it"}]}"#);
+        let c = answer_line(
+            &cfg,
+            &scanner,
+            &mut scratch,
+            None,
+            r#"{"model":"auto","messages":[{"role":"user","content":"/code fix it"}]}"#,
+        );
         assert_eq!(c["category"], "coding");
         assert_eq!(c["decided_by"], "override");
         assert_eq!(c["security"]["verdict"], "CLEAN");

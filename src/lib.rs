@@ -20,19 +20,19 @@
 //! by the pipeline's `account` stage and the `keys`/`usage` commands. The security `scanner`
 //! (Hyperscan rules, PII vault) is driven by the pipeline's `security` stage and `inspect`.
 
-pub mod config;
-pub mod error;
-pub mod log;
-pub mod runtime;
-pub mod http;
+pub mod api;
 pub mod cache;
 pub mod classifier;
+pub mod cli;
+pub mod config;
+pub mod error;
 pub mod health;
+pub mod http;
+pub mod inspect;
+pub mod ledger;
+pub mod log;
 pub mod pipeline;
 pub mod providers;
-pub mod api;
-pub mod cli;
-pub mod ledger;
-pub mod stats;
+pub mod runtime;
 pub mod scanner;
-pub mod inspect;
+pub mod stats;

@@ -16,7 +16,10 @@ pub fn debug_enabled() -> bool {
 }
 
 fn quote_if_needed(v: &str, out: &mut String) {
-    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'=') {
+    if !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'=')
+    {
         out.push_str(v);
     } else {
         out.push('"');

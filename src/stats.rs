@@ -25,15 +25,40 @@ use std::sync::{Arc, Mutex};
 use crate::ledger::{Limit, Outcome, SecurityVerdict, UsageRecord};
 
 const OTHER: &str = "other";
-const CATEGORIES: [&str; 8] = ["simple_chat", "general", "coding", "reasoning", "creative", "data", "agentic", "transcription"];
-const STATUSES: [u16; 14] = [200, 400, 401, 403, 404, 408, 413, 429, 499, 500, 502, 503, 504, 0];
+const CATEGORIES: [&str; 8] = [
+    "simple_chat",
+    "general",
+    "coding",
+    "reasoning",
+    "creative",
+    "data",
+    "agentic",
+    "transcription",
+];
+const STATUSES: [u16; 14] = [
+    200, 400, 401, 403, 404, 408, 413, 429, 499, 500, 502, 503, 504, 0,
+];
 const TIERS: usize = 5; // 0 (not tiered) ..= 4
 /// Overhead buckets, µs.
-const OVERHEAD_BOUNDS_US: [u64; 12] = [5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000];
+const OVERHEAD_BOUNDS_US: [u64; 12] = [
+    5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000,
+];
 /// Upstream time-to-first-byte and total duration buckets, µs.
 const LATENCY_BOUNDS_US: [u64; 14] = [
-    5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000,
-    60_000_000, 120_000_000,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    30_000_000,
+    60_000_000,
+    120_000_000,
 ];
 
 /// The bounded label values known at start.
@@ -56,7 +81,10 @@ struct Dim {
 
 impl Dim {
     fn new<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> Dim {
-        let mut d = Dim { names: Vec::new(), index: HashMap::new() };
+        let mut d = Dim {
+            names: Vec::new(),
+            index: HashMap::new(),
+        };
         for n in names {
             let n = n.as_ref();
             if n != OTHER && !d.index.contains_key(n) {
@@ -69,7 +97,10 @@ impl Dim {
     }
 
     fn idx(&self, name: &str) -> usize {
-        self.index.get(name).copied().unwrap_or(self.names.len() - 1)
+        self.index
+            .get(name)
+            .copied()
+            .unwrap_or(self.names.len() - 1)
     }
 
     fn len(&self) -> usize {
@@ -85,7 +116,10 @@ struct LabelSpace {
 }
 
 fn status_idx(status: u16) -> usize {
-    STATUSES.iter().position(|&s| s == status).unwrap_or(STATUSES.len())
+    STATUSES
+        .iter()
+        .position(|&s| s == status)
+        .unwrap_or(STATUSES.len())
 }
 
 fn status_name(i: usize) -> String {
@@ -97,7 +131,10 @@ fn status_name(i: usize) -> String {
 }
 
 fn category_idx(c: &str) -> usize {
-    CATEGORIES.iter().position(|&x| x == c).unwrap_or(CATEGORIES.len())
+    CATEGORIES
+        .iter()
+        .position(|&x| x == c)
+        .unwrap_or(CATEGORIES.len())
 }
 
 fn counters(n: usize) -> Box<[AtomicU64]> {
@@ -139,11 +176,19 @@ struct AtomicHistogram {
 
 impl AtomicHistogram {
     fn new(bounds_us: &'static [u64]) -> Self {
-        AtomicHistogram { bounds_us, buckets: counters(bounds_us.len() + 1), sum_us: AtomicU64::new(0) }
+        AtomicHistogram {
+            bounds_us,
+            buckets: counters(bounds_us.len() + 1),
+            sum_us: AtomicU64::new(0),
+        }
     }
 
     fn observe(&self, v_us: u64) {
-        let i = self.bounds_us.iter().position(|&b| v_us <= b).unwrap_or(self.bounds_us.len());
+        let i = self
+            .bounds_us
+            .iter()
+            .position(|&b| v_us <= b)
+            .unwrap_or(self.bounds_us.len());
         bump(&self.buckets[i], 1);
         bump(&self.sum_us, v_us);
     }
@@ -224,8 +269,15 @@ impl StatsRegistry {
             ttfb: AtomicHistogram::new(&LATENCY_BOUNDS_US),
             duration: AtomicHistogram::new(&LATENCY_BOUNDS_US),
         });
-        self.cores.lock().unwrap_or_else(|p| p.into_inner()).push(stats.clone());
-        CoreStatsWriter { stats, labels: self.labels.clone(), _single_writer: PhantomData }
+        self.cores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(stats.clone());
+        CoreStatsWriter {
+            stats,
+            labels: self.labels.clone(),
+            _single_writer: PhantomData,
+        }
     }
 
     /// Sums every core's counters (the scrape).
@@ -429,7 +481,11 @@ struct Exposition {
 
 impl Exposition {
     fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.out, "# HELP {name} {}", help.replace('\\', "\\\\").replace('\n', "\\n"));
+        let _ = writeln!(
+            self.out,
+            "# HELP {name} {}",
+            help.replace('\\', "\\\\").replace('\n', "\\n")
+        );
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
     }
 
@@ -459,7 +515,14 @@ impl Exposition {
         self.out.push('\n');
     }
 
-    fn counter_by(&mut self, name: &str, help: &str, label: &str, names: impl IntoIterator<Item = String>, values: &[u64]) {
+    fn counter_by(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &str,
+        names: impl IntoIterator<Item = String>,
+        values: &[u64],
+    ) {
         self.family(name, "counter", help);
         for (n, v) in names.into_iter().zip(values) {
             self.sample(name, &[(label, &n)], *v as f64);
@@ -477,7 +540,10 @@ impl Exposition {
         let bucket = format!("{name}_bucket");
         for (i, c) in h.counts.iter().enumerate() {
             cumulative += c;
-            let le = h.bounds.get(i).map_or_else(|| "+Inf".to_string(), |b| format!("{b}"));
+            let le = h
+                .bounds
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| format!("{b}"));
             self.sample(&bucket, &[("le", &le)], cumulative as f64);
         }
         self.sample(&format!("{name}_sum"), &[], h.sum);
@@ -493,70 +559,245 @@ fn names(d: &Dim) -> impl Iterator<Item = String> + '_ {
 pub fn render_prometheus(scrape: &Scrape<'_>) -> String {
     let s = scrape.stats;
     let l = &*s.labels;
-    let mut e = Exposition { out: String::with_capacity(16 * 1024) };
+    let mut e = Exposition {
+        out: String::with_capacity(16 * 1024),
+    };
     let micros = |v: &[u64]| -> Vec<f64> { v.iter().map(|&m| m as f64 / 1e6).collect() };
 
-    e.counter_by("tierflow_requests_total", "Requests by downstream status.", "status", (0..=STATUSES.len()).map(status_name), &s.by_status);
-    e.counter_by("tierflow_route_requests_total", "Requests by route.", "route", names(&l.routes), &s.by_route);
-    let cats = CATEGORIES.iter().map(|c| c.to_string()).chain([OTHER.to_string()]);
-    e.counter_by("tierflow_category_requests_total", "Requests by category.", "category", cats, &s.by_category);
-    e.counter_by("tierflow_tier_requests_total", "Requests by tier (0: not tiered).", "tier", (0..TIERS).map(|t| t.to_string()), &s.by_tier);
-    e.counter_by("tierflow_model_requests_total", "Requests answered by each upstream model.", "model", names(&l.models), &s.by_model);
-    e.counter_by("tierflow_app_requests_total", "Requests by app.", "app", names(&l.apps), &s.by_app);
+    e.counter_by(
+        "tierflow_requests_total",
+        "Requests by downstream status.",
+        "status",
+        (0..=STATUSES.len()).map(status_name),
+        &s.by_status,
+    );
+    e.counter_by(
+        "tierflow_route_requests_total",
+        "Requests by route.",
+        "route",
+        names(&l.routes),
+        &s.by_route,
+    );
+    let cats = CATEGORIES
+        .iter()
+        .map(|c| c.to_string())
+        .chain([OTHER.to_string()]);
+    e.counter_by(
+        "tierflow_category_requests_total",
+        "Requests by category.",
+        "category",
+        cats,
+        &s.by_category,
+    );
+    e.counter_by(
+        "tierflow_tier_requests_total",
+        "Requests by tier (0: not tiered).",
+        "tier",
+        (0..TIERS).map(|t| t.to_string()),
+        &s.by_tier,
+    );
+    e.counter_by(
+        "tierflow_model_requests_total",
+        "Requests answered by each upstream model.",
+        "model",
+        names(&l.models),
+        &s.by_model,
+    );
+    e.counter_by(
+        "tierflow_app_requests_total",
+        "Requests by app.",
+        "app",
+        names(&l.apps),
+        &s.by_app,
+    );
 
-    e.family("tierflow_tokens_total", "counter", "Tokens by model and direction.");
+    e.family(
+        "tierflow_tokens_total",
+        "counter",
+        "Tokens by model and direction.",
+    );
     for (i, m) in l.models.names.iter().enumerate() {
-        e.sample("tierflow_tokens_total", &[("model", m), ("direction", "prompt")], s.tokens_in_by_model[i] as f64);
-        e.sample("tierflow_tokens_total", &[("model", m), ("direction", "completion")], s.tokens_out_by_model[i] as f64);
+        e.sample(
+            "tierflow_tokens_total",
+            &[("model", m), ("direction", "prompt")],
+            s.tokens_in_by_model[i] as f64,
+        );
+        e.sample(
+            "tierflow_tokens_total",
+            &[("model", m), ("direction", "completion")],
+            s.tokens_out_by_model[i] as f64,
+        );
     }
-    e.family("tierflow_cost_usd_total", "counter", "Upstream cost in USD by model.");
+    e.family(
+        "tierflow_cost_usd_total",
+        "counter",
+        "Upstream cost in USD by model.",
+    );
     for (n, v) in l.models.names.iter().zip(micros(&s.cost_micros_by_model)) {
         e.sample("tierflow_cost_usd_total", &[("model", n)], v);
     }
-    e.family("tierflow_app_cost_usd_total", "counter", "Upstream cost in USD by app.");
+    e.family(
+        "tierflow_app_cost_usd_total",
+        "counter",
+        "Upstream cost in USD by app.",
+    );
     for (n, v) in l.apps.names.iter().zip(micros(&s.cost_micros_by_app)) {
         e.sample("tierflow_app_cost_usd_total", &[("app", n)], v);
     }
-    e.scalar("tierflow_saved_vs_flagship_usd_total", "counter", "Cost saved against sending every request to the flagship model, USD.", s.saved_micros as f64 / 1e6);
-    e.counter_by("tierflow_cache_requests_total", "Response cache lookups.", "result", ["hit".to_string(), "miss".to_string()], &s.cache);
-    e.counter_by("tierflow_security_verdicts_total", "Security verdicts.", "verdict", SecurityVerdict::ALL.iter().map(|v| v.as_str().to_string()), &s.verdicts);
-    e.counter_by("tierflow_outcomes_total", "How requests ended.", "outcome", Outcome::ALL.iter().map(|o| o.as_str().to_string()), &s.outcomes);
-    e.scalar("tierflow_pii_scrubbed_total", "counter", "PII spans scrubbed from requests.", s.pii_scrubbed as f64);
-    e.scalar("tierflow_failovers_total", "counter", "Upstream models tried and abandoned before the one that answered.", s.failovers as f64);
-    e.counter_by("tierflow_budget_rejections_total", "Requests refused by a budget or rate limit.", "limit", Limit::ALL.iter().map(|l| l.as_str().to_string()), &s.budget_rejections);
+    e.scalar(
+        "tierflow_saved_vs_flagship_usd_total",
+        "counter",
+        "Cost saved against sending every request to the flagship model, USD.",
+        s.saved_micros as f64 / 1e6,
+    );
+    e.counter_by(
+        "tierflow_cache_requests_total",
+        "Response cache lookups.",
+        "result",
+        ["hit".to_string(), "miss".to_string()],
+        &s.cache,
+    );
+    e.counter_by(
+        "tierflow_security_verdicts_total",
+        "Security verdicts.",
+        "verdict",
+        SecurityVerdict::ALL.iter().map(|v| v.as_str().to_string()),
+        &s.verdicts,
+    );
+    e.counter_by(
+        "tierflow_outcomes_total",
+        "How requests ended.",
+        "outcome",
+        Outcome::ALL.iter().map(|o| o.as_str().to_string()),
+        &s.outcomes,
+    );
+    e.scalar(
+        "tierflow_pii_scrubbed_total",
+        "counter",
+        "PII spans scrubbed from requests.",
+        s.pii_scrubbed as f64,
+    );
+    e.scalar(
+        "tierflow_failovers_total",
+        "counter",
+        "Upstream models tried and abandoned before the one that answered.",
+        s.failovers as f64,
+    );
+    e.counter_by(
+        "tierflow_budget_rejections_total",
+        "Requests refused by a budget or rate limit.",
+        "limit",
+        Limit::ALL.iter().map(|l| l.as_str().to_string()),
+        &s.budget_rejections,
+    );
 
-    e.histogram("tierflow_overhead_seconds", "Time spent in the gateway per request, excluding the upstream.", &s.overhead);
-    e.histogram("tierflow_upstream_ttfb_seconds", "Upstream time to first byte.", &s.ttfb);
-    e.histogram("tierflow_request_duration_seconds", "Request accepted to response complete.", &s.duration);
+    e.histogram(
+        "tierflow_overhead_seconds",
+        "Time spent in the gateway per request, excluding the upstream.",
+        &s.overhead,
+    );
+    e.histogram(
+        "tierflow_upstream_ttfb_seconds",
+        "Upstream time to first byte.",
+        &s.ttfb,
+    );
+    e.histogram(
+        "tierflow_request_duration_seconds",
+        "Request accepted to response complete.",
+        &s.duration,
+    );
 
     if let Some(c) = scrape.classifier {
-        e.scalar("tierflow_classifier_requests_total", "counter", "Requests submitted to the classifier.", c.requests_total as f64);
-        e.scalar("tierflow_classifier_late_answers_total", "counter", "Classifier answers after the deadline (rules routed instead).", c.late_answers_total as f64);
-        e.histogram("tierflow_classifier_batch_size", "Requests per classifier batch.", &c.batch_size);
+        e.scalar(
+            "tierflow_classifier_requests_total",
+            "counter",
+            "Requests submitted to the classifier.",
+            c.requests_total as f64,
+        );
+        e.scalar(
+            "tierflow_classifier_late_answers_total",
+            "counter",
+            "Classifier answers after the deadline (rules routed instead).",
+            c.late_answers_total as f64,
+        );
+        e.histogram(
+            "tierflow_classifier_batch_size",
+            "Requests per classifier batch.",
+            &c.batch_size,
+        );
     }
     if !scrape.upstreams.is_empty() {
-        e.family("tierflow_upstream_pool_connections", "gauge", "Pooled upstream connections (all cores).");
+        e.family(
+            "tierflow_upstream_pool_connections",
+            "gauge",
+            "Pooled upstream connections (all cores).",
+        );
         for u in scrape.upstreams {
-            e.sample("tierflow_upstream_pool_connections", &[("upstream", &u.upstream)], u.pool_connections as f64);
+            e.sample(
+                "tierflow_upstream_pool_connections",
+                &[("upstream", &u.upstream)],
+                u.pool_connections as f64,
+            );
         }
-        e.family("tierflow_upstream_healthy", "gauge", "1 if the upstream passes health checks.");
+        e.family(
+            "tierflow_upstream_healthy",
+            "gauge",
+            "1 if the upstream passes health checks.",
+        );
         for u in scrape.upstreams {
-            e.sample("tierflow_upstream_healthy", &[("upstream", &u.upstream)], if u.healthy { 1.0 } else { 0.0 });
+            e.sample(
+                "tierflow_upstream_healthy",
+                &[("upstream", &u.upstream)],
+                if u.healthy { 1.0 } else { 0.0 },
+            );
         }
-        e.family("tierflow_upstream_failovers_total", "counter", "Failovers away from this upstream.");
+        e.family(
+            "tierflow_upstream_failovers_total",
+            "counter",
+            "Failovers away from this upstream.",
+        );
         for u in scrape.upstreams {
-            e.sample("tierflow_upstream_failovers_total", &[("upstream", &u.upstream)], u.failovers_total as f64);
+            e.sample(
+                "tierflow_upstream_failovers_total",
+                &[("upstream", &u.upstream)],
+                u.failovers_total as f64,
+            );
         }
     }
     if let Some(up) = scrape.redis_up {
-        e.scalar("tierflow_redis_up", "gauge", "1 if the shared budget store (Redis) is reachable.", if up { 1.0 } else { 0.0 });
+        e.scalar(
+            "tierflow_redis_up",
+            "gauge",
+            "1 if the shared budget store (Redis) is reachable.",
+            if up { 1.0 } else { 0.0 },
+        );
     }
     if let Some(c) = scrape.ledger {
-        e.scalar("tierflow_ledger_written_total", "counter", "Usage records committed to the ledger.", c.written_total as f64);
-        e.scalar("tierflow_ledger_overflow_total", "counter", "Usage records that took the overflow path.", c.overflow_total as f64);
-        e.scalar("tierflow_ledger_failed_flushes_total", "counter", "Ledger flushes that failed and were retried.", c.failed_flushes_total as f64);
+        e.scalar(
+            "tierflow_ledger_written_total",
+            "counter",
+            "Usage records committed to the ledger.",
+            c.written_total as f64,
+        );
+        e.scalar(
+            "tierflow_ledger_overflow_total",
+            "counter",
+            "Usage records that took the overflow path.",
+            c.overflow_total as f64,
+        );
+        e.scalar(
+            "tierflow_ledger_failed_flushes_total",
+            "counter",
+            "Ledger flushes that failed and were retried.",
+            c.failed_flushes_total as f64,
+        );
     }
-    e.scalar("tierflow_worker_cores", "gauge", "Worker cores reporting.", s.cores as f64);
+    e.scalar(
+        "tierflow_worker_cores",
+        "gauge",
+        "Worker cores reporting.",
+        s.cores as f64,
+    );
     e.out
 }
 
@@ -601,20 +842,42 @@ mod tests {
         let mut helped = std::collections::BTreeSet::new();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# HELP ") {
-                assert!(helped.insert(rest.split(' ').next().unwrap().to_string()), "HELP twice: {line}");
+                assert!(
+                    helped.insert(rest.split(' ').next().unwrap().to_string()),
+                    "HELP twice: {line}"
+                );
             } else if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, kind) = rest.split_once(' ').unwrap();
                 assert!(helped.contains(name), "TYPE before HELP: {line}");
                 assert!(["counter", "gauge", "histogram"].contains(&kind));
-                assert!(types.insert(name.to_string(), kind.to_string()).is_none(), "TYPE twice: {line}");
+                assert!(
+                    types.insert(name.to_string(), kind.to_string()).is_none(),
+                    "TYPE twice: {line}"
+                );
             } else {
                 let (series, value) = line.rsplit_once(' ').unwrap();
                 let name = series.split('{').next().unwrap();
-                assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'), "{line}");
-                let family = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s).filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))).unwrap_or(name);
+                assert!(
+                    name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                    "{line}"
+                );
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| {
+                        name.strip_suffix(s)
+                            .filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
+                    })
+                    .unwrap_or(name);
                 assert!(types.contains_key(family), "sample before its TYPE: {line}");
-                let v = if value == "+Inf" { f64::INFINITY } else { value.parse().unwrap() };
-                assert!(samples.insert(series.to_string(), v).is_none(), "duplicate series {series}");
+                let v = if value == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    value.parse().unwrap()
+                };
+                assert!(
+                    samples.insert(series.to_string(), v).is_none(),
+                    "duplicate series {series}"
+                );
             }
         }
         (types, samples)
@@ -641,29 +904,68 @@ mod tests {
         let classifier = ClassifierSnapshot {
             requests_total: 10,
             late_answers_total: 1,
-            batch_size: HistogramSnapshot { bounds: vec![1.0, 4.0, 8.0], counts: vec![1, 2, 0, 0], sum: 7.0 },
+            batch_size: HistogramSnapshot {
+                bounds: vec![1.0, 4.0, 8.0],
+                counts: vec![1, 2, 0, 0],
+                sum: 7.0,
+            },
         };
-        let ups = [UpstreamGauge { upstream: "openai".into(), pool_connections: 4, healthy: true, failovers_total: 2 }];
-        let text = render_prometheus(&Scrape { stats: &snap, classifier: Some(&classifier), upstreams: &ups, redis_up: Some(false), ledger: None });
+        let ups = [UpstreamGauge {
+            upstream: "openai".into(),
+            pool_connections: 4,
+            healthy: true,
+            failovers_total: 2,
+        }];
+        let text = render_prometheus(&Scrape {
+            stats: &snap,
+            classifier: Some(&classifier),
+            upstreams: &ups,
+            redis_up: Some(false),
+            ledger: None,
+        });
         let (types, s) = parse(&text);
         assert_eq!(types["tierflow_overhead_seconds"], "histogram");
         assert_eq!(s["tierflow_requests_total{status=\"200\"}"], 1.0);
         assert_eq!(s["tierflow_requests_total{status=\"other\"}"], 1.0);
-        assert_eq!(s["tierflow_model_requests_total{model=\"openai/gpt-4o-mini\"}"], 1.0);
+        assert_eq!(
+            s["tierflow_model_requests_total{model=\"openai/gpt-4o-mini\"}"],
+            1.0
+        );
         assert_eq!(s["tierflow_model_requests_total{model=\"other\"}"], 1.0);
-        assert_eq!(s["tierflow_category_requests_total{category=\"other\"}"], 1.0);
-        assert_eq!(s["tierflow_app_requests_total{app=\"we\\\"ird\\\\app\\nx\"}"], 1.0);
-        assert_eq!(s["tierflow_tokens_total{model=\"openai/gpt-4o-mini\",direction=\"prompt\"}"], 100.0);
-        assert_eq!(s["tierflow_cost_usd_total{model=\"openai/gpt-4o-mini\"}"], 0.25);
+        assert_eq!(
+            s["tierflow_category_requests_total{category=\"other\"}"],
+            1.0
+        );
+        assert_eq!(
+            s["tierflow_app_requests_total{app=\"we\\\"ird\\\\app\\nx\"}"],
+            1.0
+        );
+        assert_eq!(
+            s["tierflow_tokens_total{model=\"openai/gpt-4o-mini\",direction=\"prompt\"}"],
+            100.0
+        );
+        assert_eq!(
+            s["tierflow_cost_usd_total{model=\"openai/gpt-4o-mini\"}"],
+            0.25
+        );
         assert_eq!(s["tierflow_app_cost_usd_total{app=\"billing\"}"], 0.25);
         assert_eq!(s["tierflow_saved_vs_flagship_usd_total"], 1.0);
         assert_eq!(s["tierflow_cache_requests_total{result=\"hit\"}"], 1.0);
-        assert_eq!(s["tierflow_security_verdicts_total{verdict=\"WARNING\"}"], 2.0);
+        assert_eq!(
+            s["tierflow_security_verdicts_total{verdict=\"WARNING\"}"],
+            2.0
+        );
         assert_eq!(s["tierflow_pii_scrubbed_total"], 6.0);
         assert_eq!(s["tierflow_failovers_total"], 2.0);
-        assert_eq!(s["tierflow_budget_rejections_total{limit=\"key_tpm\"}"], 1.0);
+        assert_eq!(
+            s["tierflow_budget_rejections_total{limit=\"key_tpm\"}"],
+            1.0
+        );
         assert_eq!(s["tierflow_redis_up"], 0.0);
-        assert_eq!(s["tierflow_upstream_pool_connections{upstream=\"openai\"}"], 4.0);
+        assert_eq!(
+            s["tierflow_upstream_pool_connections{upstream=\"openai\"}"],
+            4.0
+        );
         assert_eq!(s["tierflow_classifier_late_answers_total"], 1.0);
         // Histograms: cumulative buckets, +Inf equals _count, sum in seconds.
         assert_eq!(s["tierflow_overhead_seconds_bucket{le=\"0.00005\"}"], 1.0);

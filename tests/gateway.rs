@@ -2,12 +2,12 @@
 //! and checks the data path end to end — relay bytes, failover, timeouts, limits, malformed input,
 //! pipelining, keep-alive reuse, shutdown drain, and the official OpenAI Python SDK.
 
-mod support;
-mod service;
-mod resilience;
 #[path = "gateway_accounting.rs"]
 mod accounting;
+mod resilience;
 mod security;
+mod service;
+mod support;
 
 use std::io::{BufReader, Read, Write};
 use std::sync::atomic::Ordering;
@@ -23,7 +23,11 @@ fn user(content: &str) -> serde_json::Value {
 
 fn setup() -> (mock::Mock, Gateway) {
     let m = mock::start(None);
-    let gw = Gateway::spawn_with(&mock_config(m.addr, json!({})), &[], &[("TF_TEST_KEY", "sk-test-123")]);
+    let gw = Gateway::spawn_with(
+        &mock_config(m.addr, json!({})),
+        &[],
+        &[("TF_TEST_KEY", "sk-test-123")],
+    );
     (m, gw)
 }
 
@@ -39,7 +43,13 @@ fn without_tierflow(body: &[u8]) -> Vec<u8> {
     let mut esc = false;
     for (j, c) in rest.char_indices() {
         if in_str {
-            if esc { esc = false } else if c == '\\' { esc = true } else if c == '"' { in_str = false }
+            if esc {
+                esc = false
+            } else if c == '\\' {
+                esc = true
+            } else if c == '"' {
+                in_str = false
+            }
             continue;
         }
         match c {
@@ -61,16 +71,30 @@ fn without_tierflow(body: &[u8]) -> Vec<u8> {
 #[test]
 fn non_streaming_relay_is_byte_exact_plus_metadata() {
     let (m, gw) = setup();
-    let r = chat(gw.addr, &json!({"model": "auto", "messages": user("hello"), "temperature": 0.2, "x_custom": {"keep": [1, 2]}}));
+    let r = chat(
+        gw.addr,
+        &json!({"model": "auto", "messages": user("hello"), "temperature": 0.2, "x_custom": {"keep": [1, 2]}}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
-    let expected = mock::completion_json("ok", &mock::CONTENT_WORDS.concat(), m.state.bodies.lock().unwrap()[0].len() as u64 / 4, 5);
-    assert_eq!(String::from_utf8(without_tierflow(&r.body)).unwrap(), expected);
+    let expected = mock::completion_json(
+        "ok",
+        &mock::CONTENT_WORDS.concat(),
+        m.state.bodies.lock().unwrap()[0].len() as u64 / 4,
+        5,
+    );
+    assert_eq!(
+        String::from_utf8(without_tierflow(&r.body)).unwrap(),
+        expected
+    );
     let v = r.json();
     assert_eq!(v["tierflow"]["requested_model"], "auto");
     assert_eq!(v["tierflow"]["routed_model"], "mock/ok");
     // `auto` was decided by the learned classifier (or its rule fallback), not a default.
     let category = v["tierflow"]["category"].as_str().unwrap().to_string();
-    assert!(["simple_chat", "general"].contains(&category.as_str()), "{category}");
+    assert!(
+        ["simple_chat", "general"].contains(&category.as_str()),
+        "{category}"
+    );
     assert!(["classifier", "rules"].contains(&v["tierflow"]["decided_by"].as_str().unwrap()));
     assert!(v["tierflow"]["estimated_cost_usd"].as_f64().unwrap() > 0.0);
     assert!(v["tierflow"]["saved_vs_flagship"].as_f64().unwrap() > 0.0);
@@ -79,9 +103,14 @@ fn non_streaming_relay_is_byte_exact_plus_metadata() {
     assert_eq!(r.header("X-TierFlow-Category"), Some(category.as_str()));
     assert_eq!(r.header("X-TierFlow-Security"), Some("CLEAN"));
     assert_eq!(r.header("X-Cache"), Some("MISS"));
-    assert!(r.header("X-TierFlow-Overhead-Us").unwrap().parse::<u64>().is_ok());
+    assert!(r
+        .header("X-TierFlow-Overhead-Us")
+        .unwrap()
+        .parse::<u64>()
+        .is_ok());
     // The forwarded body: model rewritten, everything else the client's own bytes; key sent upstream.
-    let sent: serde_json::Value = serde_json::from_slice(&m.state.bodies.lock().unwrap()[0]).unwrap();
+    let sent: serde_json::Value =
+        serde_json::from_slice(&m.state.bodies.lock().unwrap()[0]).unwrap();
     assert_eq!(sent["model"], "ok");
     assert_eq!(sent["x_custom"], json!({"keep": [1, 2]}));
     assert!(m.state.heads.lock().unwrap()[0].contains("Authorization: Bearer sk-test-123"));
@@ -90,9 +119,15 @@ fn non_streaming_relay_is_byte_exact_plus_metadata() {
 #[test]
 fn streaming_relay_forwards_events_and_strips_unrequested_usage() {
     let (_m, gw) = setup();
-    let r = chat(gw.addr, &json!({"model": "auto", "stream": true, "messages": user("hi")}));
+    let r = chat(
+        gw.addr,
+        &json!({"model": "auto", "stream": true, "messages": user("hi")}),
+    );
     assert_eq!(r.status, 200);
-    assert!(r.header("Content-Type").unwrap().starts_with("text/event-stream"));
+    assert!(r
+        .header("Content-Type")
+        .unwrap()
+        .starts_with("text/event-stream"));
     let data = sse_data(&r.body);
     let upstream = mock::stream_events("ok", true, 0);
     // all content chunks forwarded as the upstream's bytes, the usage chunk (not asked for) removed
@@ -105,7 +140,10 @@ fn streaming_relay_forwards_events_and_strips_unrequested_usage() {
     assert_eq!(data.len(), upstream.len() - 1 + 2);
 
     // The client asks for usage: the usage chunk stays.
-    let r = chat(gw.addr, &json!({"model": "auto", "stream": true, "stream_options": {"include_usage": true}, "messages": user("hi")}));
+    let r = chat(
+        gw.addr,
+        &json!({"model": "auto", "stream": true, "stream_options": {"include_usage": true}, "messages": user("hi")}),
+    );
     let data = sse_data(&r.body);
     let usage_chunk: serde_json::Value = serde_json::from_str(&data[data.len() - 3]).unwrap();
     assert_eq!(usage_chunk["usage"]["completion_tokens"], 5);
@@ -119,7 +157,8 @@ fn streaming_first_byte_arrives_before_the_stream_ends() {
     let mut s = connect(gw.addr);
     let body = json!({"model": "mock/drip", "stream": true, "messages": user("hi")}).to_string();
     let start = Instant::now();
-    s.write_all(&post_json_raw("/v1/chat/completions", &body, "")).unwrap();
+    s.write_all(&post_json_raw("/v1/chat/completions", &body, ""))
+        .unwrap();
     let mut first = [0u8; 1];
     s.read_exact(&mut first).unwrap();
     let ttfb = start.elapsed();
@@ -135,27 +174,45 @@ fn streaming_first_byte_arrives_before_the_stream_ends() {
 #[test]
 fn failover_tries_the_chain_in_order() {
     let (m, gw) = setup();
-    let r = chat(gw.addr, &json!({"model": "flow/failover", "messages": user("x")}));
+    let r = chat(
+        gw.addr,
+        &json!({"model": "flow/failover", "messages": user("x")}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["tierflow"]["routed_model"], "mock/ok");
-    assert_eq!(v["tierflow"]["fallbacks"], json!(["mock/e500", "dead/x", "mock/e429"]));
+    assert_eq!(
+        v["tierflow"]["fallbacks"],
+        json!(["mock/e500", "dead/x", "mock/e429"])
+    );
     assert_eq!(*m.state.models.lock().unwrap(), vec!["e500", "e429", "ok"]);
     assert!(r.header("X-TierFlow-Reason").unwrap().contains("fallback"));
 
     // route.fallback=false: only the primary
-    let r = chat(gw.addr, &json!({"model": "flow/failover", "route": {"fallback": false}, "messages": user("x")}));
+    let r = chat(
+        gw.addr,
+        &json!({"model": "flow/failover", "route": {"fallback": false}, "messages": user("x")}),
+    );
     assert_eq!(r.status, 502);
     assert_eq!(r.json()["error"]["type"], "upstream_error");
 
     // everything fails: 502 naming every attempt
-    let r = chat(gw.addr, &json!({"model": "flow/all-bad", "messages": user("x")}));
+    let r = chat(
+        gw.addr,
+        &json!({"model": "flow/all-bad", "messages": user("x")}),
+    );
     assert_eq!(r.status, 502);
     let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
-    assert!(msg.contains("mock/e500") && msg.contains("mock/e429"), "{msg}");
+    assert!(
+        msg.contains("mock/e500") && msg.contains("mock/e429"),
+        "{msg}"
+    );
 
     // a 4xx that is the client's fault is passed through, not failed over
-    let r = chat(gw.addr, &json!({"model": "mock/e400", "messages": user("x")}));
+    let r = chat(
+        gw.addr,
+        &json!({"model": "mock/e400", "messages": user("x")}),
+    );
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["code"], "invalid_value");
 
@@ -168,19 +225,31 @@ fn failover_tries_the_chain_in_order() {
 fn first_byte_timeout_gives_504_and_stalls_end_streams_with_an_error_event() {
     let (_m, gw) = setup();
     let start = Instant::now();
-    let r = chat(gw.addr, &json!({"model": "flow/timeout", "messages": user("x")}));
+    let r = chat(
+        gw.addr,
+        &json!({"model": "flow/timeout", "messages": user("x")}),
+    );
     assert_eq!(r.status, 504, "{}", r.text());
     assert!(start.elapsed() < Duration::from_millis(2900));
 
     for mode in ["stall", "reset"] {
-        let r = chat(gw.addr, &json!({"model": format!("mock/{mode}"), "stream": true, "messages": user("x")}));
+        let r = chat(
+            gw.addr,
+            &json!({"model": format!("mock/{mode}"), "stream": true, "messages": user("x")}),
+        );
         assert_eq!(r.status, 200);
         let data = sse_data(&r.body);
         assert_eq!(data.last().unwrap(), "[DONE]", "{mode}");
-        let err = data.iter().find(|d| d.contains("\"error\"")).unwrap_or_else(|| panic!("{mode}: no error event in {data:?}"));
+        let err = data
+            .iter()
+            .find(|d| d.contains("\"error\""))
+            .unwrap_or_else(|| panic!("{mode}: no error event in {data:?}"));
         let v: serde_json::Value = serde_json::from_str(err).unwrap();
         assert_eq!(v["error"]["type"], "upstream_error", "{mode}");
-        assert!(data.len() >= 3, "{mode}: events before the failure were relayed");
+        assert!(
+            data.len() >= 3,
+            "{mode}: events before the failure were relayed"
+        );
     }
 }
 
@@ -188,7 +257,10 @@ fn first_byte_timeout_gives_504_and_stalls_end_streams_with_an_error_event() {
 fn limits_answer_with_clear_errors() {
     let (_m, gw) = setup();
     // header bytes
-    let big = format!("GET /health HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(5000));
+    let big = format!(
+        "GET /health HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(5000)
+    );
     assert_eq!(send_raw(gw.addr, big.as_bytes()).unwrap().status, 431);
     // header count
     let mut many = String::from("GET /health HTTP/1.1\r\n");
@@ -200,11 +272,16 @@ fn limits_answer_with_clear_errors() {
     assert_eq!(r.status, 431);
     assert!(r.json()["error"]["message"].as_str().is_some());
     // body bytes (declared)
-    let r = send_raw(gw.addr, b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n").unwrap();
+    let r = send_raw(
+        gw.addr,
+        b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n",
+    )
+    .unwrap();
     assert_eq!(r.status, 413);
     // body bytes (chunked, discovered while reading)
     let mut s = connect(gw.addr);
-    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
     let chunk = format!("{:x}\r\n{}\r\n", 600_000, "a".repeat(600_000));
     let _ = s.write_all(chunk.as_bytes());
     let _ = s.write_all(chunk.as_bytes());
@@ -226,7 +303,9 @@ fn limits_answer_with_clear_errors() {
     let mut rest = Vec::new();
     let n = r.read_to_end(&mut rest).unwrap_or(0);
     assert_eq!(n, 0);
-    assert!(start.elapsed() >= Duration::from_millis(1000) && start.elapsed() < Duration::from_secs(6));
+    assert!(
+        start.elapsed() >= Duration::from_millis(1000) && start.elapsed() < Duration::from_secs(6)
+    );
 }
 
 #[test]
@@ -249,15 +328,28 @@ fn malformed_heads_and_bodies_get_openai_errors() {
     let (_m, gw) = setup();
     let r = send_raw(gw.addr, b"\x16\x03\x01garbage\r\n\r\n").unwrap();
     assert_eq!(r.status, 400);
-    let r = send_raw(gw.addr, b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+    let r = send_raw(
+        gw.addr,
+        b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    .unwrap();
     assert_eq!(r.status, 400);
     let cases = [
         ("{not json", None),
         ("[]", None),
-        (r#"{"messages":[{"role":"user","content":"x"}]}"#, Some("model")),
-        (r#"{"model":"auto","messages":[{"role":"user"},{"role":"robot","content":"x"}]}"#, Some("messages[1].role")),
+        (
+            r#"{"messages":[{"role":"user","content":"x"}]}"#,
+            Some("model"),
+        ),
+        (
+            r#"{"model":"auto","messages":[{"role":"user"},{"role":"robot","content":"x"}]}"#,
+            Some("messages[1].role"),
+        ),
         (r#"{"model":"auto","messages":"hi"}"#, Some("messages")),
-        (r#"{"model":"auto","messages":[{"role":"user","content":"x"}],"route":{"tier":0}}"#, Some("route.tier")),
+        (
+            r#"{"model":"auto","messages":[{"role":"user","content":"x"}],"route":{"tier":0}}"#,
+            Some("route.tier"),
+        ),
     ];
     for (body, param) in cases {
         let r = send_raw(gw.addr, &post_json_raw("/v1/chat/completions", body, "")).unwrap();
@@ -274,7 +366,10 @@ fn malformed_heads_and_bodies_get_openai_errors() {
     raw.extend((0..64u8).map(|b| b.wrapping_mul(37)));
     assert_eq!(send_raw(gw.addr, &raw).unwrap().status, 400);
     // unknown model, unknown endpoint, wrong method
-    let r = chat(gw.addr, &json!({"model": "no-such-model", "messages": user("x")}));
+    let r = chat(
+        gw.addr,
+        &json!({"model": "no-such-model", "messages": user("x")}),
+    );
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["param"], "model");
     assert_eq!(get(gw.addr, "/v1/nothing", "").status, 404);
@@ -286,9 +381,17 @@ fn pipelined_requests_are_answered_in_order() {
     let (_m, gw) = setup();
     let mut s = connect(gw.addr);
     let mut raw = Vec::new();
-    raw.extend_from_slice(&post_json_raw("/v1/chat/completions", &json!({"model": "mock/echo", "messages": user("first")}).to_string(), ""));
+    raw.extend_from_slice(&post_json_raw(
+        "/v1/chat/completions",
+        &json!({"model": "mock/echo", "messages": user("first")}).to_string(),
+        "",
+    ));
     raw.extend_from_slice(b"GET /health HTTP/1.1\r\n\r\n");
-    raw.extend_from_slice(&post_json_raw("/v1/chat/completions", &json!({"model": "mock/echo", "messages": user("third")}).to_string(), ""));
+    raw.extend_from_slice(&post_json_raw(
+        "/v1/chat/completions",
+        &json!({"model": "mock/echo", "messages": user("third")}).to_string(),
+        "",
+    ));
     s.write_all(&raw).unwrap();
     let mut r = BufReader::new(s);
     let a = read_response(&mut r).unwrap();
@@ -308,7 +411,8 @@ fn keep_alive_reuses_one_upstream_connection() {
     for i in 0..25 {
         let stream = i % 2 == 0;
         let body = json!({"model": "auto", "stream": stream, "messages": user("x")}).to_string();
-        s.write_all(&post_json_raw("/v1/chat/completions", &body, "")).unwrap();
+        s.write_all(&post_json_raw("/v1/chat/completions", &body, ""))
+            .unwrap();
         assert_eq!(read_response(&mut r).unwrap().status, 200);
     }
     assert_eq!(m.state.requests.load(Ordering::SeqCst), 25);
@@ -320,7 +424,10 @@ fn dead_pooled_connection_is_retried_transparently() {
     let m = mock::start(None);
     let gw = Gateway::spawn_with(&mock_config(m.addr, json!({})), &["--workers", "1"], &[]);
     for _ in 0..3 {
-        let r = chat(gw.addr, &json!({"model": "mock/hangup", "messages": user("x")}));
+        let r = chat(
+            gw.addr,
+            &json!({"model": "mock/hangup", "messages": user("x")}),
+        );
         assert_eq!(r.status, 200, "{}", r.text());
         std::thread::sleep(Duration::from_millis(150)); // the mock closes the idle connection
     }
@@ -365,13 +472,23 @@ fn tls_upstream_with_test_ca() {
     cfg["providers"]["mock"]["ca_file"] = json!(ca);
     let gw = Gateway::spawn_with(&cfg, &["--workers", "1"], &[]);
     for stream in [false, true, false] {
-        let r = chat(gw.addr, &json!({"model": "auto", "stream": stream, "messages": user("over tls")}));
+        let r = chat(
+            gw.addr,
+            &json!({"model": "auto", "stream": stream, "messages": user("over tls")}),
+        );
         assert_eq!(r.status, 200, "{}", r.text());
     }
-    assert_eq!(m.state.connections.load(Ordering::SeqCst), 1, "TLS connection reused");
+    assert_eq!(
+        m.state.connections.load(Ordering::SeqCst),
+        1,
+        "TLS connection reused"
+    );
 
     // Without the CA the certificate is not trusted: the upstream fails, no plaintext fallback.
-    cfg["providers"]["mock"].as_object_mut().unwrap().remove("ca_file");
+    cfg["providers"]["mock"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ca_file");
     let gw2 = Gateway::spawn(&cfg);
     let r = chat(gw2.addr, &json!({"model": "auto", "messages": user("x")}));
     assert_eq!(r.status, 503, "{}", r.text());
@@ -381,8 +498,20 @@ fn tls_upstream_with_test_ca() {
 fn models_health_and_redacted_config() {
     let (_m, gw) = setup();
     let r = get(gw.addr, "/v1/models", "");
-    let ids: Vec<String> = r.json()["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
-    for want in ["auto", "tier-1", "tier-4", "flow/failover", "mock/ok", "gpt-4o-mini"] {
+    let ids: Vec<String> = r.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    for want in [
+        "auto",
+        "tier-1",
+        "tier-4",
+        "flow/failover",
+        "mock/ok",
+        "gpt-4o-mini",
+    ] {
         assert!(ids.iter().any(|i| i == want), "{want} missing from {ids:?}");
     }
     assert_eq!(get(gw.addr, "/health", "").json()["status"], "ok");
@@ -391,18 +520,35 @@ fn models_health_and_redacted_config() {
     assert!(!r.text().contains("sk-test-123"));
     assert!(r.text().contains("TF_TEST_KEY"));
     // bare model names resolve through aliases
-    let r = chat(gw.addr, &json!({"model": "gpt-4o-mini", "messages": user("x")}));
+    let r = chat(
+        gw.addr,
+        &json!({"model": "gpt-4o-mini", "messages": user("x")}),
+    );
     assert_eq!(r.json()["tierflow"]["routed_model"], "mock/ok");
     // tier-N and prefixes
     let r = chat(gw.addr, &json!({"model": "tier-3", "messages": user("x")}));
     assert_eq!(r.header("X-TierFlow-Tier"), Some("3"));
-    let r = chat(gw.addr, &json!({"model": "auto", "messages": user("/code write a parser")}));
+    let r = chat(
+        gw.addr,
+        &json!({"model": "auto", "messages": user("/code write a parser")}),
+    );
     assert_eq!(r.header("X-TierFlow-Category"), Some("coding"));
     assert_eq!(r.json()["tierflow"]["decided_by"], "override");
     // The classifier routes by content: a coding request and a proof land in their categories.
-    let r = chat(gw.addr, &json!({"model": "auto", "messages": user("Write a Python function that parses an ISO 8601 date string and returns a datetime; include unit tests with pytest.")}));
-    assert_eq!(r.header("X-TierFlow-Category"), Some("coding"), "{}", r.text());
-    let r = chat(gw.addr, &json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]}));
+    let r = chat(
+        gw.addr,
+        &json!({"model": "auto", "messages": user("Write a Python function that parses an ISO 8601 date string and returns a datetime; include unit tests with pytest.")}),
+    );
+    assert_eq!(
+        r.header("X-TierFlow-Category"),
+        Some("coding"),
+        "{}",
+        r.text()
+    );
+    let r = chat(
+        gw.addr,
+        &json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]}),
+    );
     assert_eq!(r.header("X-TierFlow-Category"), Some("agentic"));
     assert_eq!(r.json()["tierflow"]["decided_by"], "structure");
 }
@@ -410,11 +556,20 @@ fn models_health_and_redacted_config() {
 #[test]
 fn admin_key_guards_config() {
     let m = mock::start(None);
-    let cfg = mock_config(m.addr, json!({"admin_key": {"type": "env", "key": "TF_ADMIN"}}));
+    let cfg = mock_config(
+        m.addr,
+        json!({"admin_key": {"type": "env", "key": "TF_ADMIN"}}),
+    );
     let gw = Gateway::spawn_with(&cfg, &[], &[("TF_ADMIN", "adm1n")]);
     assert_eq!(get(gw.addr, "/config", "").status, 401);
-    assert_eq!(get(gw.addr, "/config", "Authorization: Bearer wrong\r\n").status, 401);
-    assert_eq!(get(gw.addr, "/config", "Authorization: Bearer adm1n\r\n").status, 200);
+    assert_eq!(
+        get(gw.addr, "/config", "Authorization: Bearer wrong\r\n").status,
+        401
+    );
+    assert_eq!(
+        get(gw.addr, "/config", "Authorization: Bearer adm1n\r\n").status,
+        200
+    );
 }
 
 #[test]
@@ -422,29 +577,59 @@ fn graceful_shutdown_drains_in_flight_requests() {
     let m = mock::start(None);
     let mut gw = Gateway::spawn_with(&mock_config(m.addr, json!({})), &[], &[]);
     let addr = gw.addr;
-    let slow = std::thread::spawn(move || chat(addr, &json!({"model": "mock/slow-800", "messages": user("x")})));
+    let slow = std::thread::spawn(move || {
+        chat(
+            addr,
+            &json!({"model": "mock/slow-800", "messages": user("x")}),
+        )
+    });
     let idle = connect(gw.addr); // an idle keep-alive connection must not hold shutdown up
     std::thread::sleep(Duration::from_millis(200));
     gw.signal(libc::SIGTERM);
     let r = slow.join().unwrap();
     assert_eq!(r.status, 200, "in-flight request finished");
-    assert_eq!(gw.wait_exit(Duration::from_secs(4)), Some(0), "log:\n{}", gw.log_text());
+    assert_eq!(
+        gw.wait_exit(Duration::from_secs(4)),
+        Some(0),
+        "log:\n{}",
+        gw.log_text()
+    );
     drop(idle);
-    assert!(std::net::TcpStream::connect(addr).is_err(), "listener closed");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "listener closed"
+    );
 }
 
 #[test]
 fn config_errors_name_the_key_and_check_prints_routes() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("c.json");
-    std::fs::write(&p, r#"{"providers": {"a": {"baseUrl": "http://127.0.0.1:1/v1", "colour": 1}}}"#).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tierflow")).arg("--config").arg(&p).arg("--check").output().unwrap();
+    std::fs::write(
+        &p,
+        r#"{"providers": {"a": {"baseUrl": "http://127.0.0.1:1/v1", "colour": 1}}}"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tierflow"))
+        .arg("--config")
+        .arg(&p)
+        .arg("--check")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("providers.a") && err.contains("colour"), "{err}");
+    assert!(
+        err.contains("providers.a") && err.contains("colour"),
+        "{err}"
+    );
 
     let init = dir.path().join("new.json");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tierflow")).arg("--config").arg(&init).arg("--init").output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tierflow"))
+        .arg("--config")
+        .arg(&init)
+        .arg("--init")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tierflow"))
         .arg("--config")
@@ -453,9 +638,16 @@ fn config_errors_name_the_key_and_check_prints_routes() {
         .env("OPENAI_API_KEY", "x")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("tier-1: openai/gpt-4o-mini -> ollama/llama3.2"), "{table}");
+    assert!(
+        table.contains("tier-1: openai/gpt-4o-mini -> ollama/llama3.2"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -476,9 +668,18 @@ for chunk in c.chat.completions.create(model="auto", stream=True, stream_options
 assert "".join(parts) == "Hello from the mock.", parts
 print("SDK_OK")
 "#;
-    let out = std::process::Command::new("python3").arg("-c").arg(script).arg(gw.url()).output().expect("python3");
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(gw.url())
+        .output()
+        .expect("python3");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("SDK_OK"), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("SDK_OK"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 // ---- Anthropic Messages dialect ---------------------------------------------------------------
@@ -491,7 +692,8 @@ fn anth_config(mock_addr: std::net::SocketAddr, tiers_anth: bool) -> serde_json:
         "auth": {"type": "env", "key": "TF_TEST_KEY"}, "models": ["a-text"],
         "first_byte_timeout_ms": 1500, "idle_timeout_ms": 1500, "connect_timeout_ms": 500});
     cfg["prices"]["anth/a-text"] = json!({"input": 3.0, "output": 15.0});
-    cfg["routes"]["flow/anth-failover"] = json!({"primary": "anth/a-e500", "fallback": ["anth/a-e429", "anth/a-text"]});
+    cfg["routes"]["flow/anth-failover"] =
+        json!({"primary": "anth/a-e500", "fallback": ["anth/a-e429", "anth/a-text"]});
     if tiers_anth {
         for t in ["1", "2", "3", "4"] {
             cfg["tiers"][t] = json!({"primary": "anth/a-text"});
@@ -502,7 +704,11 @@ fn anth_config(mock_addr: std::net::SocketAddr, tiers_anth: bool) -> serde_json:
 
 fn anth_setup(tiers_anth: bool) -> (mock::Mock, Gateway) {
     let m = mock::start(None);
-    let gw = Gateway::spawn_with(&anth_config(m.addr, tiers_anth), &[], &[("TF_TEST_KEY", "sk-test-123")]);
+    let gw = Gateway::spawn_with(
+        &anth_config(m.addr, tiers_anth),
+        &[],
+        &[("TF_TEST_KEY", "sk-test-123")],
+    );
     (m, gw)
 }
 
@@ -516,9 +722,19 @@ fn sse_events(body: &[u8]) -> Vec<(String, serde_json::Value)> {
         .split("\n\n")
         .filter(|ev| !ev.trim().is_empty())
         .map(|ev| {
-            let name = ev.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or("").to_string();
-            let data = ev.lines().find_map(|l| l.strip_prefix("data: ")).expect("data line");
-            (name, serde_json::from_str(data).unwrap_or_else(|e| panic!("bad data ({e}): {data}")))
+            let name = ev
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or("")
+                .to_string();
+            let data = ev
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .expect("data line");
+            (
+                name,
+                serde_json::from_str(data).unwrap_or_else(|e| panic!("bad data ({e}): {data}")),
+            )
         })
         .collect()
 }
@@ -526,8 +742,11 @@ fn sse_events(body: &[u8]) -> Vec<(String, serde_json::Value)> {
 #[test]
 fn anthropic_upstream_json_is_translated_with_metadata() {
     let (m, gw) = anth_setup(false);
-    let r = chat(gw.addr, &json!({"model": "anth/a-text", "messages": [
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}], "temperature": 0.2}));
+    let r = chat(
+        gw.addr,
+        &json!({"model": "anth/a-text", "messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}], "temperature": 0.2}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["object"], "chat.completion");
@@ -537,7 +756,10 @@ fn anthropic_upstream_json_is_translated_with_metadata() {
     assert_eq!(v["usage"]["completion_tokens"], 5);
     assert_eq!(v["tierflow"]["routed_model"], "anth/a-text");
     let cost = v["tierflow"]["estimated_cost_usd"].as_f64().expect("cost");
-    assert!((cost - (12.0 * 3.0 + 5.0 * 15.0) / 1e6).abs() < 1e-12, "{cost}");
+    assert!(
+        (cost - (12.0 * 3.0 + 5.0 * 15.0) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
     assert_eq!(r.header("X-TierFlow-Model"), Some("anth/a-text"));
     // What the Anthropic upstream got: /v1/messages, its auth headers, a Messages body.
     let head = m.state.heads.lock().unwrap()[0].clone();
@@ -545,28 +767,51 @@ fn anthropic_upstream_json_is_translated_with_metadata() {
     assert!(head.contains("x-api-key: sk-test-123"), "{head}");
     assert!(head.contains("anthropic-version: 2023-06-01"), "{head}");
     assert!(!head.contains("Authorization"), "{head}");
-    let sent: serde_json::Value = serde_json::from_slice(&m.state.bodies.lock().unwrap()[0]).unwrap();
+    let sent: serde_json::Value =
+        serde_json::from_slice(&m.state.bodies.lock().unwrap()[0]).unwrap();
     assert_eq!(sent["model"], "a-text");
     assert_eq!(sent["system"], "Be brief.");
-    assert_eq!(sent["messages"], json!([{"role": "user", "content": "hello"}]));
+    assert_eq!(
+        sent["messages"],
+        json!([{"role": "user", "content": "hello"}])
+    );
     assert!(sent["max_tokens"].as_u64().unwrap() > 0);
 
     // Tool use, 4xx passthrough in OpenAI's shape, failover over 500 and 429.
-    let r = chat(gw.addr, &json!({"model": "anth/a-tool", "messages": user("weather in Paris?")}));
+    let r = chat(
+        gw.addr,
+        &json!({"model": "anth/a-tool", "messages": user("weather in Paris?")}),
+    );
     let v = r.json();
     assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
     let call = &v["choices"][0]["message"]["tool_calls"][0];
     assert_eq!(call["function"]["name"], "get_weather");
-    assert!(serde_json::from_str::<serde_json::Value>(call["function"]["arguments"].as_str().unwrap()).unwrap().is_object());
-    let r = chat(gw.addr, &json!({"model": "anth/a-e400", "messages": user("x")}));
+    assert!(serde_json::from_str::<serde_json::Value>(
+        call["function"]["arguments"].as_str().unwrap()
+    )
+    .unwrap()
+    .is_object());
+    let r = chat(
+        gw.addr,
+        &json!({"model": "anth/a-e400", "messages": user("x")}),
+    );
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");
     assert_eq!(r.json()["error"]["message"], "max_tokens: Field required");
-    let r = chat(gw.addr, &json!({"model": "flow/anth-failover", "messages": user("x")}));
+    let r = chat(
+        gw.addr,
+        &json!({"model": "flow/anth-failover", "messages": user("x")}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["tierflow"]["fallbacks"], json!(["anth/a-e500", "anth/a-e429"]));
+    assert_eq!(
+        r.json()["tierflow"]["fallbacks"],
+        json!(["anth/a-e500", "anth/a-e429"])
+    );
     // A request Anthropic cannot express is the client's 400, naming the field.
-    let r = chat(gw.addr, &json!({"model": "anth/a-text", "messages": user("x"), "n": 2}));
+    let r = chat(
+        gw.addr,
+        &json!({"model": "anth/a-text", "messages": user("x"), "n": 2}),
+    );
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["error"]["param"], "n");
 }
@@ -574,24 +819,40 @@ fn anthropic_upstream_json_is_translated_with_metadata() {
 #[test]
 fn anthropic_upstream_stream_is_translated() {
     let (_m, gw) = anth_setup(false);
-    let r = chat(gw.addr, &json!({"model": "anth/a-text", "stream": true, "stream_options": {"include_usage": true},
-        "messages": user("hello")}));
+    let r = chat(
+        gw.addr,
+        &json!({"model": "anth/a-text", "stream": true, "stream_options": {"include_usage": true},
+        "messages": user("hello")}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("X-TierFlow-Model"), Some("anth/a-text"));
     let data = sse_data(&r.body);
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
-    let chunks: Vec<serde_json::Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
-    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    let chunks: Vec<serde_json::Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
     assert_eq!(text, mock::ANTHROPIC_TEXT);
-    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
-    assert!(chunks.iter().any(|c| c["choices"][0]["finish_reason"] == "stop"));
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
+    assert!(chunks
+        .iter()
+        .any(|c| c["choices"][0]["finish_reason"] == "stop"));
     let last = chunks.last().unwrap();
     assert_eq!(last["usage"]["prompt_tokens"], 12);
     assert_eq!(last["usage"]["completion_tokens"], 5);
     assert_eq!(last["tierflow"]["routed_model"], "anth/a-text");
     assert!(last["tierflow"]["estimated_cost_usd"].as_f64().unwrap() > 0.0);
     // Without include_usage: no usage chunk, the metadata still rides in the last chunk.
-    let r = chat(gw.addr, &json!({"model": "anth/a-text", "stream": true, "messages": user("hello")}));
+    let r = chat(
+        gw.addr,
+        &json!({"model": "anth/a-text", "stream": true, "messages": user("hello")}),
+    );
     let data = sse_data(&r.body);
     let last: serde_json::Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
     assert!(last.get("usage").is_none(), "{last}");
@@ -601,7 +862,10 @@ fn anthropic_upstream_stream_is_translated() {
 #[test]
 fn anthropic_upstream_parallel_tools_stream_has_complete_arguments() {
     let (_m, gw) = anth_setup(false);
-    let r = chat(gw.addr, &json!({"model": "anth/a-parallel", "stream": true, "messages": user("weather and time?")}));
+    let r = chat(
+        gw.addr,
+        &json!({"model": "anth/a-parallel", "stream": true, "messages": user("weather and time?")}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let data = sse_data(&r.body);
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
@@ -612,7 +876,11 @@ fn anthropic_upstream_parallel_tools_stream_has_complete_arguments() {
         if let Some(f) = c["choices"][0]["finish_reason"].as_str() {
             finish = Some(f.to_string());
         }
-        for tc in c["choices"][0]["delta"]["tool_calls"].as_array().into_iter().flatten() {
+        for tc in c["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             let slot = calls.entry(tc["index"].as_u64().unwrap()).or_default();
             if let Some(id) = tc["id"].as_str() {
                 assert!(slot.0.is_empty(), "second id for a tool call");
@@ -628,7 +896,12 @@ fn anthropic_upstream_parallel_tools_stream_has_complete_arguments() {
     assert_eq!(names, ["get_weather", "get_time", "list_alarms"]);
     for (id, _, args) in calls.values() {
         assert!(id.starts_with("toolu_"), "{id}");
-        assert!(serde_json::from_str::<serde_json::Value>(args).unwrap().is_object(), "{args}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(args)
+                .unwrap()
+                .is_object(),
+            "{args}"
+        );
     }
 }
 
@@ -636,20 +909,46 @@ fn anthropic_upstream_parallel_tools_stream_has_complete_arguments() {
 fn anthropic_upstream_mid_stream_failures_end_with_an_error_event() {
     let (_m, gw) = anth_setup(false);
     for model in ["anth/a-error", "anth/a-reset"] {
-        let r = chat(gw.addr, &json!({"model": model, "stream": true, "messages": user("hello")}));
+        let r = chat(
+            gw.addr,
+            &json!({"model": model, "stream": true, "messages": user("hello")}),
+        );
         assert_eq!(r.status, 200, "{}", r.text());
         let data = sse_data(&r.body);
-        assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{model}: {data:?}");
+        assert_eq!(
+            data.last().map(String::as_str),
+            Some("[DONE]"),
+            "{model}: {data:?}"
+        );
         let err: serde_json::Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
-        assert!(err["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{model}: {err}");
-        assert_eq!(data.iter().filter(|d| d.contains("\"error\"")).count(), 1, "{model}: {data:?}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{model}: {err}"
+        );
+        assert_eq!(
+            data.iter().filter(|d| d.contains("\"error\"")).count(),
+            1,
+            "{model}: {data:?}"
+        );
         if model == "anth/a-error" {
             assert_eq!(err["error"]["type"], "overloaded_error");
-            assert!(data.iter().any(|d| d.contains("\"content\"")), "content before the error: {data:?}");
+            assert!(
+                data.iter().any(|d| d.contains("\"content\"")),
+                "content before the error: {data:?}"
+            );
         }
     }
     // The gateway still serves after both.
-    assert_eq!(chat(gw.addr, &json!({"model": "anth/a-text", "messages": user("x")})).status, 200);
+    assert_eq!(
+        chat(
+            gw.addr,
+            &json!({"model": "anth/a-text", "messages": user("x")})
+        )
+        .status,
+        200
+    );
 }
 
 #[test]
@@ -661,14 +960,21 @@ fn anthropic_client_to_openai_upstream_json_and_stream() {
     let v = r.json();
     assert_eq!(v["type"], "message");
     assert_eq!(v["role"], "assistant");
-    assert_eq!(v["content"], json!([{"type": "text", "text": "Hello from the mock."}]));
+    assert_eq!(
+        v["content"],
+        json!([{"type": "text", "text": "Hello from the mock."}])
+    );
     assert_eq!(v["stop_reason"], "end_turn");
     assert_eq!(v["usage"]["output_tokens"], 5);
     assert!(v["id"].as_str().unwrap().starts_with("msg_"));
     assert_eq!(r.header("X-TierFlow-Model"), Some("mock/ok"));
-    let sent: serde_json::Value = serde_json::from_slice(&m.state.bodies.lock().unwrap()[0]).unwrap();
+    let sent: serde_json::Value =
+        serde_json::from_slice(&m.state.bodies.lock().unwrap()[0]).unwrap();
     assert_eq!(sent["model"], "ok");
-    assert_eq!(sent["messages"][0], json!({"role": "system", "content": "Be brief."}));
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "system", "content": "Be brief."})
+    );
     assert_eq!(sent["max_tokens"], 64);
     assert!(m.state.heads.lock().unwrap()[0].starts_with("POST /v1/chat/completions"));
 
@@ -676,23 +982,38 @@ fn anthropic_client_to_openai_upstream_json_and_stream() {
     req["stream"] = json!(true);
     let r = messages(gw.addr, &req);
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.header("content-type").unwrap().starts_with("text/event-stream"));
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/event-stream"));
     let evs = sse_events(&r.body);
     let names: Vec<&str> = evs.iter().map(|e| e.0.as_str()).collect();
     assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
     assert_eq!(names.last(), Some(&"message_stop"), "{names:?}");
-    let text: String = evs.iter().filter_map(|e| e.1["delta"]["text"].as_str()).collect();
+    let text: String = evs
+        .iter()
+        .filter_map(|e| e.1["delta"]["text"].as_str())
+        .collect();
     assert_eq!(text, "Hello from the mock.");
-    let delta = evs.iter().find(|e| e.0 == "message_delta").expect("message_delta");
+    let delta = evs
+        .iter()
+        .find(|e| e.0 == "message_delta")
+        .expect("message_delta");
     assert_eq!(delta.1["delta"]["stop_reason"], "end_turn");
     assert_eq!(delta.1["usage"]["output_tokens"], 5);
 
     // Errors in Anthropic's shape; count_tokens answered locally.
-    let r = messages(gw.addr, &json!({"model": "auto", "messages": [{"role": "user", "content": "x"}]}));
+    let r = messages(
+        gw.addr,
+        &json!({"model": "auto", "messages": [{"role": "user", "content": "x"}]}),
+    );
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["type"], "error");
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");
-    let r = messages(gw.addr, &json!({"model": "nope", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}));
+    let r = messages(
+        gw.addr,
+        &json!({"model": "nope", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}),
+    );
     assert_eq!(r.status, 404, "{}", r.text());
     assert_eq!(r.json()["error"]["type"], "not_found_error");
     let r = send_raw(gw.addr, &post_json_raw("/v1/messages/count_tokens",
@@ -709,11 +1030,13 @@ fn anthropic_client_to_anthropic_upstream_passes_through() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("X-TierFlow-Model"), Some("anth/a-text"));
     let expected = tierflow::providers::anthropic::mock::mock_message_json(
-        tierflow::providers::anthropic::mock::Scenario::Text(mock::ANTHROPIC_TEXT));
+        tierflow::providers::anthropic::mock::Scenario::Text(mock::ANTHROPIC_TEXT),
+    );
     assert_eq!(without_tierflow(&r.body), expected);
     assert!(r.json()["tierflow"]["estimated_cost_usd"].as_f64().unwrap() > 0.0);
     // The client's own body, model replaced (top_k survives: no translation happened).
-    let mut sent: serde_json::Value = serde_json::from_slice(&m.state.bodies.lock().unwrap()[0]).unwrap();
+    let mut sent: serde_json::Value =
+        serde_json::from_slice(&m.state.bodies.lock().unwrap()[0]).unwrap();
     assert_eq!(sent["model"], "a-text");
     sent["model"] = json!("auto");
     assert_eq!(sent, req);
@@ -724,7 +1047,8 @@ fn anthropic_client_to_anthropic_upstream_passes_through() {
     assert_eq!(r.status, 200, "{}", r.text());
     let got = sse_events(&r.body);
     let want: Vec<_> = tierflow::providers::anthropic::mock::mock_message_sse(
-        tierflow::providers::anthropic::mock::Scenario::Text(mock::ANTHROPIC_TEXT))
+        tierflow::providers::anthropic::mock::Scenario::Text(mock::ANTHROPIC_TEXT),
+    )
     .iter()
     .flat_map(|b| sse_events(b))
     .collect();
@@ -733,10 +1057,22 @@ fn anthropic_client_to_anthropic_upstream_passes_through() {
 
 fn run_py(script: &str, url: &str) {
     let path = format!("{}/tests/py/{script}", env!("CARGO_MANIFEST_DIR"));
-    let out = std::process::Command::new("python3").arg(&path).arg(url).output().expect("python3");
+    let out = std::process::Command::new("python3")
+        .arg(&path)
+        .arg(url)
+        .output()
+        .expect("python3");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{script}: stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), 3, "{stdout}");
+    assert!(
+        out.status.success(),
+        "{script}: stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        3,
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -753,10 +1089,16 @@ fn python_sdks_against_the_other_dialect() {
 fn anthropic_prefixes_and_errors_in_both_dialects() {
     let (m, gw) = anth_setup(true);
     // A forcing prefix is stripped from the translated request and from a passed-through one.
-    let r = chat(gw.addr, &json!({"model": "auto", "messages": user("/code hello")}));
+    let r = chat(
+        gw.addr,
+        &json!({"model": "auto", "messages": user("/code hello")}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["tierflow"]["category"], "coding");
-    let r = messages(gw.addr, &json!({"model": "auto", "max_tokens": 16, "messages": [{"role": "user", "content": "/code hello"}]}));
+    let r = messages(
+        gw.addr,
+        &json!({"model": "auto", "max_tokens": 16, "messages": [{"role": "user", "content": "/code hello"}]}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let bodies = m.state.bodies.lock().unwrap().clone();
     for b in &bodies {
@@ -764,27 +1106,45 @@ fn anthropic_prefixes_and_errors_in_both_dialects() {
         assert_eq!(sent["messages"][0]["content"], "hello", "{sent}");
     }
     // Anthropic client, Anthropic upstream: errors pass through, a broken stream ends with `error`.
-    let r = messages(gw.addr, &json!({"model": "anth/a-e400", "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}));
+    let r = messages(
+        gw.addr,
+        &json!({"model": "anth/a-e400", "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}),
+    );
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["error"]["message"], "max_tokens: Field required");
-    let r = messages(gw.addr, &json!({"model": "anth/a-reset", "stream": true, "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}));
+    let r = messages(
+        gw.addr,
+        &json!({"model": "anth/a-reset", "stream": true, "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let evs = sse_events(&r.body);
     assert_eq!(evs.first().map(|e| e.0.as_str()), Some("message_start"));
     assert_eq!(evs.last().map(|e| e.0.as_str()), Some("error"), "{evs:?}");
     assert_eq!(evs.last().unwrap().1["type"], "error");
     // Anthropic client, OpenAI upstream: the OpenAI error becomes Anthropic's shape, status kept.
-    let r = messages(gw.addr, &json!({"model": "mock/e400", "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}));
+    let r = messages(
+        gw.addr,
+        &json!({"model": "mock/e400", "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}),
+    );
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["type"], "error");
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");
-    assert_eq!(r.json()["error"]["message"], "Invalid value for 'temperature'.");
-    let r = messages(gw.addr, &json!({"model": "mock/reset", "stream": true, "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}));
+    assert_eq!(
+        r.json()["error"]["message"],
+        "Invalid value for 'temperature'."
+    );
+    let r = messages(
+        gw.addr,
+        &json!({"model": "mock/reset", "stream": true, "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let evs = sse_events(&r.body);
     assert_eq!(evs.last().map(|e| e.0.as_str()), Some("error"), "{evs:?}");
     // A failover chain that ends on an Anthropic upstream serves an Anthropic client too.
-    let r = messages(gw.addr, &json!({"model": "flow/anth-failover", "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}));
+    let r = messages(
+        gw.addr,
+        &json!({"model": "flow/anth-failover", "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("X-TierFlow-Fallbacks"), Some("2"));
     assert_eq!(r.json()["content"][0]["text"], mock::ANTHROPIC_TEXT);
@@ -793,22 +1153,49 @@ fn anthropic_prefixes_and_errors_in_both_dialects() {
 #[test]
 fn anthropic_upstream_thinking_and_max_tokens() {
     let (_m, gw) = anth_setup(false);
-    let r = chat(gw.addr, &json!({"model": "anth/a-thinking", "messages": user("27*453?"), "reasoning_effort": "low"}));
+    let r = chat(
+        gw.addr,
+        &json!({"model": "anth/a-thinking", "messages": user("27*453?"), "reasoning_effort": "low"}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
-    assert!(v["choices"][0]["message"]["reasoning_content"].as_str().is_some_and(|t| t.contains("12231")), "{v}");
-    assert!(v["choices"][0]["message"]["content"].as_str().is_some_and(|t| t.contains("12,231")), "{v}");
-    let r = chat(gw.addr, &json!({"model": "anth/a-thinking", "stream": true, "messages": user("27*453?")}));
+    assert!(
+        v["choices"][0]["message"]["reasoning_content"]
+            .as_str()
+            .is_some_and(|t| t.contains("12231")),
+        "{v}"
+    );
+    assert!(
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .is_some_and(|t| t.contains("12,231")),
+        "{v}"
+    );
+    let r = chat(
+        gw.addr,
+        &json!({"model": "anth/a-thinking", "stream": true, "messages": user("27*453?")}),
+    );
     let data = sse_data(&r.body);
     let reasoning: String = data[..data.len() - 1]
         .iter()
         .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-        .filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str().map(str::to_string))
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["reasoning_content"]
+                .as_str()
+                .map(str::to_string)
+        })
         .collect();
     assert!(reasoning.contains("12231"), "{data:?}");
     for stream in [false, true] {
-        let r = chat(gw.addr, &json!({"model": "anth/a-maxtokens", "stream": stream, "messages": user("long story")}));
+        let r = chat(
+            gw.addr,
+            &json!({"model": "anth/a-maxtokens", "stream": stream, "messages": user("long story")}),
+        );
         assert_eq!(r.status, 200, "{}", r.text());
-        assert!(r.text().contains("\"finish_reason\":\"length\""), "{}", r.text());
+        assert!(
+            r.text().contains("\"finish_reason\":\"length\""),
+            "{}",
+            r.text()
+        );
     }
 }

@@ -21,7 +21,12 @@ fn circuit_breaker_shifts_traffic_and_recovers() {
         "prices": {"a/ok": {"input": 0.1, "output": 0.1}, "b/ok": {"input": 1.0, "output": 1.0}}
     });
     let gw = Gateway::spawn_with(&cfg, &["--workers", "1"], &[]);
-    let ask = || chat(gw.addr, &json!({"model": "tier-2", "messages": [{"role": "user", "content": "x"}]}));
+    let ask = || {
+        chat(
+            gw.addr,
+            &json!({"model": "tier-2", "messages": [{"role": "user", "content": "x"}]}),
+        )
+    };
     for _ in 0..5 {
         assert_eq!(ask().json()["tierflow"]["routed_model"], "a/ok");
     }
@@ -37,7 +42,13 @@ fn circuit_breaker_shifts_traffic_and_recovers() {
     let tried = a.state.connections.load(Ordering::SeqCst) - conns_before;
     assert!(tried <= 12, "a was tried {tried} times");
     let r = ask();
-    assert!(r.json()["tierflow"]["fallbacks"].as_array().unwrap().is_empty(), "open circuit is skipped, not failed over");
+    assert!(
+        r.json()["tierflow"]["fallbacks"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "open circuit is skipped, not failed over"
+    );
     // Recovery: after the cool-down a probe goes to `a`, succeeds, and the circuit closes.
     a.state.down.store(false, Ordering::SeqCst);
     let served_before = a.state.requests.load(Ordering::SeqCst);
@@ -73,10 +84,19 @@ fn latency_budget_prefers_the_target_that_fits() {
     let gw = Gateway::spawn_with(&cfg, &["--workers", "1"], &[]);
     // Warm both averages: the first request goes to the primary, route.fallback=false pins it.
     for _ in 0..3 {
-        chat(gw.addr, &json!({"model": "s/slow-150", "messages": [{"role": "user", "content": "x"}]}));
-        chat(gw.addr, &json!({"model": "f/ok", "messages": [{"role": "user", "content": "x"}]}));
+        chat(
+            gw.addr,
+            &json!({"model": "s/slow-150", "messages": [{"role": "user", "content": "x"}]}),
+        );
+        chat(
+            gw.addr,
+            &json!({"model": "f/ok", "messages": [{"role": "user", "content": "x"}]}),
+        );
     }
-    let r = chat(gw.addr, &json!({"model": "tier-2", "route": {"latency_budget_ms": 50}, "messages": [{"role": "user", "content": "x"}]}));
+    let r = chat(
+        gw.addr,
+        &json!({"model": "tier-2", "route": {"latency_budget_ms": 50}, "messages": [{"role": "user", "content": "x"}]}),
+    );
     assert_eq!(r.json()["tierflow"]["routed_model"], "f/ok");
 }
 
@@ -90,19 +110,51 @@ fn reload_config_swaps_atomically_under_load_and_refuses_bad_files() {
     let reload = || send_raw(gw.addr, &post_json_raw("/reload-config", "", "")).expect("response");
 
     // A new route appears after a reload.
-    assert_eq!(chat(gw.addr, &json!({"model": "flow/new", "messages": [{"role": "user", "content": "x"}]})).status, 404);
+    assert_eq!(
+        chat(
+            gw.addr,
+            &json!({"model": "flow/new", "messages": [{"role": "user", "content": "x"}]})
+        )
+        .status,
+        404
+    );
     cfg["routes"]["flow/new"] = json!({"primary": "mock/ok"});
     std::fs::write(&path, serde_json::to_vec(&cfg).unwrap()).unwrap();
     let r = reload();
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(chat(gw.addr, &json!({"model": "flow/new", "messages": [{"role": "user", "content": "x"}]})).status, 200);
+    assert_eq!(
+        chat(
+            gw.addr,
+            &json!({"model": "flow/new", "messages": [{"role": "user", "content": "x"}]})
+        )
+        .status,
+        200
+    );
 
     // A bad file is refused with the dotted key; the running config keeps serving.
-    std::fs::write(&path, br#"{"providers": {"mock": {"baseUrl": "http://x", "colour": 1}}}"#).unwrap();
+    std::fs::write(
+        &path,
+        br#"{"providers": {"mock": {"baseUrl": "http://x", "colour": 1}}}"#,
+    )
+    .unwrap();
     let r = reload();
     assert_eq!(r.status, 400);
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("providers.mock"), "{}", r.text());
-    assert_eq!(chat(gw.addr, &json!({"model": "flow/new", "messages": [{"role": "user", "content": "x"}]})).status, 200);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("providers.mock"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        chat(
+            gw.addr,
+            &json!({"model": "flow/new", "messages": [{"role": "user", "content": "x"}]})
+        )
+        .status,
+        200
+    );
 
     // Reloads under load drop no request.
     std::fs::write(&path, serde_json::to_vec(&cfg).unwrap()).unwrap();
@@ -137,14 +189,26 @@ fn deep_health_runs_a_real_request() {
     let gw = Gateway::spawn_with(&mock_config(m.addr, json!({})), &[], &[]);
     let plain = get(gw.addr, "/health", "");
     assert_eq!(plain.status, 200);
-    assert_eq!(m.state.requests.load(Ordering::SeqCst), 0, "plain /health never calls upstream");
+    assert_eq!(
+        m.state.requests.load(Ordering::SeqCst),
+        0,
+        "plain /health never calls upstream"
+    );
     let r = get(gw.addr, "/health?deep=1", "");
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["probe"]["status"], 200);
     assert_eq!(v["probe"]["routed_model"], "mock/ok");
-    assert!(v["upstreams"].as_array().unwrap().iter().any(|u| u["target"] == "mock/ok"));
-    assert_eq!(m.state.requests.load(Ordering::SeqCst), 1, "one real upstream request");
+    assert!(v["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|u| u["target"] == "mock/ok"));
+    assert_eq!(
+        m.state.requests.load(Ordering::SeqCst),
+        1,
+        "one real upstream request"
+    );
     // Cached for a few seconds: no second upstream call.
     assert_eq!(get(gw.addr, "/health?deep=1", "").status, 200);
     assert_eq!(m.state.requests.load(Ordering::SeqCst), 1);
@@ -169,7 +233,11 @@ fn response_cache_serves_hits_for_json_and_streams() {
     assert_eq!(first.header("X-Cache"), Some("MISS"));
     let hit = chat(gw.addr, &body(false, 0.0));
     assert_eq!(hit.header("X-Cache"), Some("HIT"), "{}", hit.text());
-    assert_eq!(m.state.requests.load(Ordering::SeqCst), 1, "the hit never reached the upstream");
+    assert_eq!(
+        m.state.requests.load(Ordering::SeqCst),
+        1,
+        "the hit never reached the upstream"
+    );
     assert_eq!(hit.json()["choices"], first.json()["choices"]);
     assert_eq!(hit.json()["tierflow"]["estimated_cost_usd"], 0.0);
     // The same request streamed: replayed from the JSON answer as SSE.
@@ -180,7 +248,11 @@ fn response_cache_serves_hits_for_json_and_streams() {
     let text: String = data
         .iter()
         .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
         .collect();
     assert_eq!(text, mock::CONTENT_WORDS.concat());
     assert_eq!(m.state.requests.load(Ordering::SeqCst), 1);
@@ -188,15 +260,28 @@ fn response_cache_serves_hits_for_json_and_streams() {
     chat(gw.addr, &body(false, 0.7));
     chat(gw.addr, &body(false, 0.7));
     assert_eq!(m.state.requests.load(Ordering::SeqCst), 3);
-    let raw = crate::support::post_json_raw("/v1/chat/completions", &body(false, 0.0).to_string(), "Cache-Control: no-cache\r\n");
-    assert_eq!(crate::support::send_raw(gw.addr, &raw).unwrap().header("X-Cache"), Some("MISS"));
+    let raw = crate::support::post_json_raw(
+        "/v1/chat/completions",
+        &body(false, 0.0).to_string(),
+        "Cache-Control: no-cache\r\n",
+    );
+    assert_eq!(
+        crate::support::send_raw(gw.addr, &raw)
+            .unwrap()
+            .header("X-Cache"),
+        Some("MISS")
+    );
     assert_eq!(m.state.requests.load(Ordering::SeqCst), 4);
     // A stream recorded on a miss is replayed on the next streamed request.
     let other = json!({"model": "auto", "temperature": 0, "stream": true, "messages": [{"role": "user", "content": "stream me"}]});
     let a = chat(gw.addr, &other);
     let b = chat(gw.addr, &other);
     assert_eq!(b.header("X-Cache"), Some("HIT"), "{}", gw.log_text());
-    let strip = |d: Vec<String>| d.into_iter().filter(|x| !x.contains("tierflow")).collect::<Vec<_>>();
+    let strip = |d: Vec<String>| {
+        d.into_iter()
+            .filter(|x| !x.contains("tierflow"))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(strip(sse_data(&a.body)), strip(sse_data(&b.body)));
     assert_eq!(m.state.requests.load(Ordering::SeqCst), 5);
     let stats = get(gw.addr, "/stats", "").text();

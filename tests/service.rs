@@ -29,21 +29,34 @@ fn sd_notify_ready_reloading_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let mut gw = Gateway::spawn_with(
         &mock_config(m.addr, json!({})),
         &[],
-        &[("NOTIFY_SOCKET", path.to_str().unwrap()), ("WATCHDOG_USEC", "400000")],
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
     );
     let msgs = recv_all(&sock, "READY=1", Duration::from_secs(5));
-    assert!(msgs.iter().any(|m| m.starts_with("READY=1") && m.contains(&format!("MAINPID={}", gw.child.id()))), "{msgs:?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("READY=1") && m.contains(&format!("MAINPID={}", gw.child.id()))),
+        "{msgs:?}"
+    );
     let msgs = recv_all(&sock, "WATCHDOG=1", Duration::from_secs(3));
     assert!(msgs.iter().any(|m| m == "WATCHDOG=1"), "{msgs:?}");
     gw.signal(libc::SIGHUP);
     let msgs = recv_all(&sock, "READY=1", Duration::from_secs(5));
-    let reloading = msgs.iter().position(|m| m.starts_with("RELOADING=1") && m.contains("MONOTONIC_USEC="));
+    let reloading = msgs
+        .iter()
+        .position(|m| m.starts_with("RELOADING=1") && m.contains("MONOTONIC_USEC="));
     let ready = msgs.iter().rposition(|m| m == "READY=1");
-    assert!(reloading.is_some() && ready.is_some() && reloading < ready, "{msgs:?}");
+    assert!(
+        reloading.is_some() && ready.is_some() && reloading < ready,
+        "{msgs:?}"
+    );
     gw.signal(libc::SIGTERM);
     let msgs = recv_all(&sock, "STOPPING=1", Duration::from_secs(5));
     assert!(msgs.iter().any(|m| m == "STOPPING=1"), "{msgs:?}");
@@ -52,19 +65,48 @@ fn sd_notify_ready_reloading_stopping() {
 
 #[test]
 fn unit_file_verifies_and_scores_ok() {
-    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/tierflow.service")).unwrap();
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/tierflow.service"
+    ))
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     // verify needs the ExecStart binary to exist: point it at the one cargo built.
     let unit = unit.replace("/usr/local/bin/tierflow", env!("CARGO_BIN_EXE_tierflow"));
     let path = dir.path().join("tierflow.service");
     std::fs::write(&path, unit).unwrap();
-    let out = std::process::Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("systemd-analyze (apt-get install systemd)");
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (apt-get install systemd)");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let complaints: Vec<&str> = stderr.lines().filter(|l| l.contains("tierflow.service")).collect();
-    assert!(out.status.success() && complaints.is_empty(), "verify: {stderr}");
-    let out = std::process::Command::new("systemd-analyze").args(["security", "--offline=yes"]).arg(&path).output().unwrap();
+    let complaints: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("tierflow.service"))
+        .collect();
+    assert!(
+        out.status.success() && complaints.is_empty(),
+        "verify: {stderr}"
+    );
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=yes"])
+        .arg(&path)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().find(|l| l.contains("Overall exposure level")).unwrap_or_else(|| panic!("{stdout}"));
-    let score: f64 = line.split(':').nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let score: f64 = line
+        .split(':')
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(score <= 3.0, "exposure {score}: {line}");
 }

@@ -35,7 +35,12 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_batch: 32, max_wait_us: 100, ring_slots: 256, max_text_bytes: MODEL_TEXT_MAX_BYTES }
+        BatchConfig {
+            max_batch: 32,
+            max_wait_us: 100,
+            ring_slots: 256,
+            max_text_bytes: MODEL_TEXT_MAX_BYTES,
+        }
     }
 }
 
@@ -140,7 +145,9 @@ impl ClassifierStats {
         for (h, c) in s.batch_size_hist.iter_mut().zip(&self.core.batch_hist) {
             *h = c.load(Relaxed);
         }
-        s.queue_depth = s.submitted.saturating_sub(s.inferred + s.expired_in_queue + s.failed);
+        s.queue_depth = s
+            .submitted
+            .saturating_sub(s.inferred + s.expired_in_queue + s.failed);
         s
     }
 }
@@ -170,7 +177,11 @@ pub struct ClassifierService;
 impl ClassifierService {
     /// Starts the classifier thread with `model` and returns one link per worker and the thread's
     /// handle. The thread exits when every link (or handle made from it) is dropped.
-    pub fn start(model: Model, n_workers: usize, config: BatchConfig) -> (Vec<ClassifierLink>, JoinHandle<()>) {
+    pub fn start(
+        model: Model,
+        n_workers: usize,
+        config: BatchConfig,
+    ) -> (Vec<ClassifierLink>, JoinHandle<()>) {
         let config = BatchConfig {
             max_batch: config.max_batch.max(1),
             ring_slots: config.ring_slots.clamp(1, u32::MAX as usize),
@@ -195,9 +206,16 @@ impl ClassifierService {
             });
             shared.push(link.clone());
             worker_ends.push((req_tx, ans_rx, link.clone()));
-            core_ends.push(CoreEnd { requests: req_rx, answers: ans_tx, shared: link });
+            core_ends.push(CoreEnd {
+                requests: req_rx,
+                answers: ans_tx,
+                shared: link,
+            });
         }
-        let stats = Arc::new(ClassifierStats { links: shared, core: CoreCounters::default() });
+        let stats = Arc::new(ClassifierStats {
+            links: shared,
+            core: CoreCounters::default(),
+        });
         let core_stats = stats.clone();
         let handle = thread::Builder::new()
             .name("tierflow-classifier".into())
@@ -300,7 +318,11 @@ impl ClassifierHandle {
 
     /// Like `classify`, writing the conversation's model text (`ClassifyInput::write_model_text`)
     /// straight into the slot.
-    pub async fn classify_input(&self, input: &ClassifyInput<'_>, deadline: Duration) -> Option<ModelOutput> {
+    pub async fn classify_input(
+        &self,
+        input: &ClassifyInput<'_>,
+        deadline: Duration,
+    ) -> Option<ModelOutput> {
         let max = self.shared.max_text_bytes;
         let (slot, due) = self.submit(deadline, |buf| input.write_model_text(buf, max))?;
         self.await_answer(slot, deadline, due).await
@@ -327,7 +349,10 @@ impl ClassifierHandle {
             fill(buf);
         }
         let due = Instant::now() + deadline;
-        let request = Request { slot, deadline: due };
+        let request = Request {
+            slot,
+            deadline: due,
+        };
         if st.requests.push(request).is_err() {
             // Cannot happen (ring capacity = slots), but stay correct if it does.
             st.free.push(slot);
@@ -342,8 +367,17 @@ impl ClassifierHandle {
         Some((slot, due))
     }
 
-    async fn await_answer(&self, slot: u32, deadline: Duration, due: Instant) -> Option<ModelOutput> {
-        let wait = AnswerWait { handle: self, slot, done: false };
+    async fn await_answer(
+        &self,
+        slot: u32,
+        deadline: Duration,
+        due: Instant,
+    ) -> Option<ModelOutput> {
+        let wait = AnswerWait {
+            handle: self,
+            slot,
+            done: false,
+        };
         match monoio::time::timeout(deadline, wait).await {
             Ok(Some(answer)) => {
                 self.shared.counters.answered.fetch_add(1, Relaxed);
@@ -437,7 +471,11 @@ fn collect(ends: &mut [CoreEnd], batch: &mut Vec<Pending>, max: usize) {
                 return;
             }
             if let Ok(r) = end.requests.pop() {
-                batch.push(Pending { link, slot: r.slot, deadline: r.deadline });
+                batch.push(Pending {
+                    link,
+                    slot: r.slot,
+                    deadline: r.deadline,
+                });
             }
         }
         if batch.len() == before {
@@ -454,7 +492,12 @@ fn answer(end: &mut CoreEnd, slot: u32, output: Option<ModelOutput>) {
     }
 }
 
-fn run_classifier(mut model: Model, mut ends: Vec<CoreEnd>, config: BatchConfig, stats: &ClassifierStats) {
+fn run_classifier(
+    mut model: Model,
+    mut ends: Vec<CoreEnd>,
+    config: BatchConfig,
+    stats: &ClassifierStats,
+) {
     let core = &stats.core;
     let mut batch: Vec<Pending> = Vec::with_capacity(config.max_batch);
     let mut live: Vec<(usize, u32)> = Vec::with_capacity(config.max_batch);
@@ -464,7 +507,10 @@ fn run_classifier(mut model: Model, mut ends: Vec<CoreEnd>, config: BatchConfig,
         batch.clear();
         collect(&mut ends, &mut batch, config.max_batch);
         if batch.is_empty() {
-            if ends.iter().all(|e| e.requests.is_abandoned() && e.requests.is_empty()) {
+            if ends
+                .iter()
+                .all(|e| e.requests.is_abandoned() && e.requests.is_empty())
+            {
                 return;
             }
             // Idle: park, never spin (a spinning thread sharing a core collapses throughput).
@@ -510,7 +556,10 @@ fn run_classifier(mut model: Model, mut ends: Vec<CoreEnd>, config: BatchConfig,
             model.predict_batch(&texts)
         };
         core.batches.fetch_add(1, Relaxed);
-        let bucket = BATCH_HIST_BOUNDS.iter().position(|&b| live.len() <= b).unwrap_or(BATCH_HIST_BUCKETS - 1);
+        let bucket = BATCH_HIST_BOUNDS
+            .iter()
+            .position(|&b| live.len() <= b)
+            .unwrap_or(BATCH_HIST_BUCKETS - 1);
         core.batch_hist[bucket].fetch_add(1, Relaxed);
         match result {
             Ok(outputs) if outputs.len() == live.len() => {
@@ -535,17 +584,28 @@ mod tests {
     use std::path::PathBuf;
 
     fn test_model() -> Model {
-        Model::load_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/classifier")).expect("test model")
+        Model::load_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/classifier"))
+            .expect("test model")
     }
 
     fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().expect("runtime")
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("runtime")
     }
 
     #[test]
     fn end_to_end_from_two_worker_threads() {
-        let (links, classifier) =
-            ClassifierService::start(test_model(), 2, BatchConfig { max_batch: 8, max_wait_us: 200, ..Default::default() });
+        let (links, classifier) = ClassifierService::start(
+            test_model(),
+            2,
+            BatchConfig {
+                max_batch: 8,
+                max_wait_us: 200,
+                ..Default::default()
+            },
+        );
         let stats = links[0].stats();
         let mut workers = Vec::new();
         for (w, link) in links.into_iter().enumerate() {
@@ -582,13 +642,21 @@ mod tests {
         assert_eq!(s.inferred, 44);
         assert_eq!((s.late, s.ring_full, s.queue_depth), (0, 0, 0));
         assert_eq!(s.batch_size_hist.iter().sum::<u64>(), s.batches);
-        classifier.join().expect("classifier thread exits once links are gone");
+        classifier
+            .join()
+            .expect("classifier thread exits once links are gone");
     }
 
     #[test]
     fn late_deadline_gives_none_and_is_counted_and_slot_is_reused() {
-        let (mut links, classifier) =
-            ClassifierService::start(test_model(), 1, BatchConfig { ring_slots: 2, ..Default::default() });
+        let (mut links, classifier) = ClassifierService::start(
+            test_model(),
+            1,
+            BatchConfig {
+                ring_slots: 2,
+                ..Default::default()
+            },
+        );
         let link = links.pop().expect("one link");
         let stats = link.stats();
         runtime().block_on(async move {
@@ -597,7 +665,10 @@ mod tests {
             assert_eq!(handle.classify("also late", Duration::ZERO).await, None);
             // Both slots are abandoned until their answers come back; then they are reused.
             for _ in 0..5 {
-                assert!(handle.classify("in time", Duration::from_secs(5)).await.is_some());
+                assert!(handle
+                    .classify("in time", Duration::from_secs(5))
+                    .await
+                    .is_some());
             }
         });
         let s = stats.snapshot();
@@ -610,8 +681,14 @@ mod tests {
 
     #[test]
     fn full_ring_gives_none_and_is_counted() {
-        let (mut links, classifier) =
-            ClassifierService::start(test_model(), 1, BatchConfig { ring_slots: 1, ..Default::default() });
+        let (mut links, classifier) = ClassifierService::start(
+            test_model(),
+            1,
+            BatchConfig {
+                ring_slots: 1,
+                ..Default::default()
+            },
+        );
         let link = links.pop().expect("one link");
         let stats = link.stats();
         let attempts = runtime().block_on(async move {
@@ -639,17 +716,28 @@ mod tests {
 
     #[test]
     fn huge_text_is_cut_to_the_slot_without_growing_it() {
-        let (mut links, classifier) = ClassifierService::start(test_model(), 1, BatchConfig::default());
+        let (mut links, classifier) =
+            ClassifierService::start(test_model(), 1, BatchConfig::default());
         let link = links.pop().expect("one link");
         let shared = link.shared.clone();
         let big = "x".repeat(1 << 20);
         runtime().block_on(async move {
             let handle = link.into_handle();
-            assert!(handle.classify(&big, Duration::from_secs(5)).await.is_some());
+            assert!(handle
+                .classify(&big, Duration::from_secs(5))
+                .await
+                .is_some());
         });
         classifier.join().expect("exit");
         // SAFETY: the classifier thread has exited; nothing else touches the slots.
-        let caps: Vec<usize> = shared.slots.iter().map(|s| unsafe { (*s.text.get()).capacity() }).collect();
-        assert!(caps.iter().all(|&c| c == MODEL_TEXT_MAX_BYTES), "slot buffers must not grow");
+        let caps: Vec<usize> = shared
+            .slots
+            .iter()
+            .map(|s| unsafe { (*s.text.get()).capacity() })
+            .collect();
+        assert!(
+            caps.iter().all(|&c| c == MODEL_TEXT_MAX_BYTES),
+            "slot buffers must not grow"
+        );
     }
 }

@@ -48,7 +48,10 @@ impl<'a> ClassifyInput<'a> {
     pub fn from_prompt(prompt: &'a str) -> ClassifyInput<'a> {
         ClassifyInput {
             system: Vec::new(),
-            turns: vec![Turn { role: Role::User, text: prompt }],
+            turns: vec![Turn {
+                role: Role::User,
+                text: prompt,
+            }],
             has_tools: false,
             has_audio: false,
         }
@@ -56,7 +59,11 @@ impl<'a> ClassifyInput<'a> {
 
     /// Text of the latest user turn; `None` when the conversation has no user turn.
     pub fn latest_user_text(&self) -> Option<&'a str> {
-        self.turns.iter().rev().find(|t| t.role == Role::User).map(|t| t.text)
+        self.turns
+            .iter()
+            .rev()
+            .find(|t| t.role == Role::User)
+            .map(|t| t.text)
     }
 
     /// Appends the text the model classifies to `out`, at most `max_bytes` bytes (never splits a
@@ -78,8 +85,14 @@ impl<'a> ClassifyInput<'a> {
         };
         // The excerpt of the previous turn, bounded to half the budget.
         let excerpt = previous.map(|p| {
-            let chars_end = p.char_indices().nth(PREV_TURN_CHARS).map_or(p.len(), |(i, _)| i);
-            let end = floor_char_boundary(p, chars_end.min((max_bytes / 2).saturating_sub(TURN_SEPARATOR.len())));
+            let chars_end = p
+                .char_indices()
+                .nth(PREV_TURN_CHARS)
+                .map_or(p.len(), |(i, _)| i);
+            let end = floor_char_boundary(
+                p,
+                chars_end.min((max_bytes / 2).saturating_sub(TURN_SEPARATOR.len())),
+            );
             &p[..end]
         });
         let reserved = excerpt.map_or(0, |e| TURN_SEPARATOR.len() + e.len());
@@ -201,7 +214,16 @@ mod tests {
 
     #[test]
     fn non_overrides_ignored() {
-        for text in ["/coder x", "/etc/passwd", "code /code", "", "/", "//code x", "/simple-minded", "/créative x"] {
+        for text in [
+            "/coder x",
+            "/etc/passwd",
+            "code /code",
+            "",
+            "/",
+            "//code x",
+            "/simple-minded",
+            "/créative x",
+        ] {
             assert_eq!(detect_override(text), None, "{text:?}");
         }
     }
@@ -242,17 +264,32 @@ mod tests {
         let input = ClassifyInput {
             system: vec![&system],
             turns: vec![
-                Turn { role: Role::User, text: "first question" },
-                Turn { role: Role::User, text: &earlier },
-                Turn { role: Role::Assistant, text: "Lifetimes are ..." },
-                Turn { role: Role::User, text: "/code now write a borrow checker example" },
+                Turn {
+                    role: Role::User,
+                    text: "first question",
+                },
+                Turn {
+                    role: Role::User,
+                    text: &earlier,
+                },
+                Turn {
+                    role: Role::Assistant,
+                    text: "Lifetimes are ...",
+                },
+                Turn {
+                    role: Role::User,
+                    text: "/code now write a borrow checker example",
+                },
             ],
             has_tools: false,
             has_audio: false,
         };
         let text = input.model_text();
         // latest turn (prefix stripped) + "\n\n" + first 256 chars of the previous user turn.
-        assert_eq!(text, format!("now write a borrow checker example\n\n{}", "é".repeat(256)));
+        assert_eq!(
+            text,
+            format!("now write a borrow checker example\n\n{}", "é".repeat(256))
+        );
         let one = ClassifyInput::from_prompt("just this");
         assert_eq!(one.model_text(), "just this");
     }
@@ -260,8 +297,18 @@ mod tests {
     #[test]
     fn model_text_is_bounded_for_huge_inputs() {
         let big = "x".repeat(1 << 20);
-        let turns: Vec<Turn> = (0..50).map(|_| Turn { role: Role::User, text: &big }).collect();
-        let input = ClassifyInput { system: vec![&big, &big], turns, has_tools: false, has_audio: false };
+        let turns: Vec<Turn> = (0..50)
+            .map(|_| Turn {
+                role: Role::User,
+                text: &big,
+            })
+            .collect();
+        let input = ClassifyInput {
+            system: vec![&big, &big],
+            turns,
+            has_tools: false,
+            has_audio: false,
+        };
         for max in [0, 10, 64, 512, 2048] {
             let mut s = String::new();
             input.write_model_text(&mut s, max);

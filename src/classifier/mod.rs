@@ -9,7 +9,8 @@ pub mod rules;
 pub mod wordpiece;
 
 pub use batcher::{
-    BatchConfig, ClassifierHandle, ClassifierLink, ClassifierService, ClassifierStats, StatsSnapshot,
+    BatchConfig, ClassifierHandle, ClassifierLink, ClassifierService, ClassifierStats,
+    StatsSnapshot,
 };
 pub use input::{detect_override, ClassifyInput, Role, Turn};
 pub use model::{Model, ModelError, ModelOutput};
@@ -121,14 +122,22 @@ pub struct TierThresholds {
 
 impl Default for TierThresholds {
     fn default() -> Self {
-        TierThresholds { t2: 0.3071, t3: 0.4018, t4: 0.4781 }
+        TierThresholds {
+            t2: 0.3071,
+            t3: 0.4018,
+            t4: 0.4781,
+        }
     }
 }
 
 /// Maps the model's difficulty estimate and category to a tier in 1..=4.
 pub fn tier_from_difficulty(strong_prob: f32, category: Category, th: &TierThresholds) -> u8 {
     // A broken model answer counts as borderline: the first strong tier.
-    let p = if strong_prob.is_finite() { strong_prob } else { th.t3 };
+    let p = if strong_prob.is_finite() {
+        strong_prob
+    } else {
+        th.t3
+    };
     let tier = if p >= th.t4 {
         4
     } else if p >= th.t3 {
@@ -199,7 +208,12 @@ pub fn decide_with(
                 Category::Coding => difficulty_tier(category).max(3),
                 _ => difficulty_tier(category),
             };
-            return Decision { category, tier, confidence: 1.0, decided_by: DecidedBy::Override };
+            return Decision {
+                category,
+                tier,
+                confidence: 1.0,
+                decided_by: DecidedBy::Override,
+            };
         }
     }
     match model_answer {
@@ -215,7 +229,11 @@ pub fn decide_with(
             Decision {
                 category,
                 tier: tier_from_difficulty(m.strong_prob, category, th),
-                confidence: if p.is_finite() { p.clamp(0.0, 1.0) } else { 0.0 },
+                confidence: if p.is_finite() {
+                    p.clamp(0.0, 1.0)
+                } else {
+                    0.0
+                },
                 decided_by: DecidedBy::Classifier,
             }
         }
@@ -249,7 +267,10 @@ mod tests {
     fn answer(cat: Category, strong: f32) -> ModelOutput {
         let mut probs = [0.01; 8];
         probs[cat.index()] = 0.93;
-        ModelOutput { probs, strong_prob: strong }
+        ModelOutput {
+            probs,
+            strong_prob: strong,
+        }
     }
 
     #[test]
@@ -267,10 +288,16 @@ mod tests {
         let mut input = ClassifyInput::from_prompt("/simple hi");
         input.has_tools = true;
         let d = decide(&input, Some(answer(Category::Creative, 0.1)));
-        assert_eq!((d.category, d.decided_by), (Category::Agentic, DecidedBy::Structure));
+        assert_eq!(
+            (d.category, d.decided_by),
+            (Category::Agentic, DecidedBy::Structure)
+        );
         input.has_audio = true;
         let d = decide(&input, None);
-        assert_eq!((d.category, d.decided_by), (Category::Transcription, DecidedBy::Structure));
+        assert_eq!(
+            (d.category, d.decided_by),
+            (Category::Transcription, DecidedBy::Structure)
+        );
     }
 
     #[test]
@@ -278,9 +305,18 @@ mod tests {
         let input = ClassifyInput {
             system: vec![],
             turns: vec![
-                Turn { role: Role::User, text: "what's the weather" },
-                Turn { role: Role::Assistant, text: "" },
-                Turn { role: Role::Tool, text: "{\"temp\": 20}" },
+                Turn {
+                    role: Role::User,
+                    text: "what's the weather",
+                },
+                Turn {
+                    role: Role::Assistant,
+                    text: "",
+                },
+                Turn {
+                    role: Role::Tool,
+                    text: "{\"temp\": 20}",
+                },
             ],
             has_tools: false,
             has_audio: false,
@@ -292,7 +328,10 @@ mod tests {
     fn override_beats_model() {
         let input = ClassifyInput::from_prompt("/deep what is 2+2");
         let d = decide(&input, Some(answer(Category::SimpleChat, 0.0)));
-        assert_eq!((d.category, d.tier, d.decided_by), (Category::Reasoning, 4, DecidedBy::Override));
+        assert_eq!(
+            (d.category, d.tier, d.decided_by),
+            (Category::Reasoning, 4, DecidedBy::Override)
+        );
         let d = decide(&ClassifyInput::from_prompt("/cheap prove Fermat"), None);
         assert_eq!((d.category, d.tier), (Category::SimpleChat, 1));
     }
@@ -301,7 +340,10 @@ mod tests {
     fn model_decides_when_present_rules_otherwise() {
         let input = ClassifyInput::from_prompt("write a sonnet about rust");
         let d = decide(&input, Some(answer(Category::Creative, 0.9)));
-        assert_eq!((d.category, d.tier, d.decided_by), (Category::Creative, 4, DecidedBy::Classifier));
+        assert_eq!(
+            (d.category, d.tier, d.decided_by),
+            (Category::Creative, 4, DecidedBy::Classifier)
+        );
         assert!((d.confidence - 0.93).abs() < 1e-6);
         let d = decide(&input, None);
         assert_eq!(d.decided_by, DecidedBy::Rules);
@@ -323,7 +365,10 @@ mod tests {
     #[test]
     fn nan_model_output_does_not_panic() {
         let input = ClassifyInput::from_prompt("hello");
-        let m = ModelOutput { probs: [f32::NAN; 8], strong_prob: f32::NAN };
+        let m = ModelOutput {
+            probs: [f32::NAN; 8],
+            strong_prob: f32::NAN,
+        };
         let d = decide(&input, Some(m));
         assert!((1..=4).contains(&d.tier));
         assert!(d.confidence >= 0.0 && d.confidence <= 1.0);

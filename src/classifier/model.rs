@@ -23,7 +23,10 @@ pub struct ModelOutput {
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("reading {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("tokenizer.json: {detail}")]
     Tokenizer { detail: String },
     #[error("router.onnx: {detail}")]
@@ -88,12 +91,16 @@ impl Model {
     /// Builds the model from the bytes of `router.onnx` and `tokenizer.json`, checks the IO
     /// contract and optimises one plan per sequence bucket (batch stays symbolic).
     pub fn from_bytes(onnx: &[u8], tokenizer_json: &[u8]) -> Result<Model, ModelError> {
-        let mut tokenizer = Tokenizer::from_bytes(tokenizer_json)
-            .map_err(|e| ModelError::Tokenizer { detail: e.to_string() })?;
+        let mut tokenizer =
+            Tokenizer::from_bytes(tokenizer_json).map_err(|e| ModelError::Tokenizer {
+                detail: e.to_string(),
+            })?;
         // Truncation and padding are ours (head+tail, bucketed); the file's settings would fight them.
         tokenizer
             .with_truncation(None)
-            .map_err(|e| ModelError::Tokenizer { detail: e.to_string() })?;
+            .map_err(|e| ModelError::Tokenizer {
+                detail: e.to_string(),
+            })?;
         let pad_id = tokenizer
             .get_padding()
             .map(|p| p.pad_id)
@@ -102,25 +109,39 @@ impl Model {
             .unwrap_or(0) as i64;
         tokenizer.with_padding(None);
 
-        let onnx_err = |e: TractError| ModelError::Onnx { detail: format!("{e:#}") };
-        let mut model = tract_onnx::onnx().model_for_read(&mut &*onnx).map_err(onnx_err)?;
+        let onnx_err = |e: TractError| ModelError::Onnx {
+            detail: format!("{e:#}"),
+        };
+        let mut model = tract_onnx::onnx()
+            .model_for_read(&mut &*onnx)
+            .map_err(onnx_err)?;
         model = model
             .with_input_names(INPUT_NAMES)
-            .map_err(|e| ModelError::Contract { detail: format!("inputs: {e:#}") })?
+            .map_err(|e| ModelError::Contract {
+                detail: format!("inputs: {e:#}"),
+            })?
             .with_outputs_by_name(OUTPUT_NAMES)
-            .map_err(|e| ModelError::Contract { detail: format!("outputs: {e:#}") })?;
+            .map_err(|e| ModelError::Contract {
+                detail: format!("outputs: {e:#}"),
+            })?;
         let batch = model.symbols.sym("tierflow_batch");
         let seq = model.symbols.sym("tierflow_seq");
         for ix in 0..2 {
-            let fact = InferenceFact::dt_shape(i64::datum_type(), tvec!(batch.to_dim(), seq.to_dim()));
+            let fact =
+                InferenceFact::dt_shape(i64::datum_type(), tvec!(batch.to_dim(), seq.to_dim()));
             model.set_input_fact(ix, fact).map_err(onnx_err)?;
         }
-        let typed = model.into_typed().map_err(onnx_err)?.into_decluttered().map_err(onnx_err)?;
+        let typed = model
+            .into_typed()
+            .map_err(onnx_err)?
+            .into_decluttered()
+            .map_err(onnx_err)?;
         check_output_facts(&typed)?;
 
         let mut plans = Vec::with_capacity(SEQ_BUCKETS.len());
         for seq_tokens in SEQ_BUCKETS {
-            let subs: HashMap<Symbol, TDim> = HashMap::from([(seq.clone(), (seq_tokens as i64).into())]);
+            let subs: HashMap<Symbol, TDim> =
+                HashMap::from([(seq.clone(), (seq_tokens as i64).into())]);
             let runnable = typed
                 .set_symbols(&subs)
                 .and_then(|m| m.into_optimized())
@@ -169,7 +190,9 @@ impl Model {
         let enc = self
             .tokenizer
             .encode_fast(self.cut.as_str(), true)
-            .map_err(|e| ModelError::Tokenizer { detail: e.to_string() })?;
+            .map_err(|e| ModelError::Tokenizer {
+                detail: e.to_string(),
+            })?;
         head_tail_tokens(enc.get_ids(), self.head_tokens, MAX_SEQ_TOKENS, row);
         Ok(())
     }
@@ -196,37 +219,60 @@ impl Model {
         result
     }
 
-    fn run_rows(&mut self, rows: &[Vec<u32>], longest: usize) -> Result<Vec<ModelOutput>, ModelError> {
+    fn run_rows(
+        &mut self,
+        rows: &[Vec<u32>],
+        longest: usize,
+    ) -> Result<Vec<ModelOutput>, ModelError> {
         let n = rows.len();
-        let plan_ix = self.plans.iter().position(|p| p.seq_tokens >= longest).unwrap_or(self.plans.len() - 1);
+        let plan_ix = self
+            .plans
+            .iter()
+            .position(|p| p.seq_tokens >= longest)
+            .unwrap_or(self.plans.len() - 1);
         let seq = self.plans[plan_ix].seq_tokens;
         self.ids.clear();
         self.mask.clear();
         for row in rows {
             let take = row.len().min(seq);
             self.ids.extend(row[..take].iter().map(|&t| t as i64));
-            self.ids.extend(std::iter::repeat_n(self.pad_id, seq - take));
+            self.ids
+                .extend(std::iter::repeat_n(self.pad_id, seq - take));
             self.mask.extend(std::iter::repeat_n(1i64, take));
             self.mask.extend(std::iter::repeat_n(0i64, seq - take));
         }
-        let run_err = |e: TractError| ModelError::Run { detail: format!("{e:#}") };
+        let run_err = |e: TractError| ModelError::Run {
+            detail: format!("{e:#}"),
+        };
         let ids = Tensor::from_shape(&[n, seq], &self.ids).map_err(run_err)?;
         let mask = Tensor::from_shape(&[n, seq], &self.mask).map_err(run_err)?;
-        let outputs = self.plans[plan_ix].state.run(tvec!(ids.into_tvalue(), mask.into_tvalue())).map_err(run_err)?;
+        let outputs = self.plans[plan_ix]
+            .state
+            .run(tvec!(ids.into_tvalue(), mask.into_tvalue()))
+            .map_err(run_err)?;
         let probs = outputs[0].to_plain_array_view::<f32>().map_err(run_err)?;
         let strong = outputs[1].to_plain_array_view::<f32>().map_err(run_err)?;
         if probs.shape() != [n, 8] || strong.len() != n {
             return Err(ModelError::Contract {
-                detail: format!("got shapes {:?} and {:?} for batch {n}", probs.shape(), strong.shape()),
+                detail: format!(
+                    "got shapes {:?} and {:?} for batch {n}",
+                    probs.shape(),
+                    strong.shape()
+                ),
             });
         }
-        let probs = probs.as_slice().ok_or_else(|| ModelError::Run { detail: "non-contiguous output".into() })?;
+        let probs = probs.as_slice().ok_or_else(|| ModelError::Run {
+            detail: "non-contiguous output".into(),
+        })?;
         let strong: Vec<f32> = strong.iter().copied().collect();
         Ok((0..n)
             .map(|i| {
                 let mut p = [0f32; 8];
                 p.copy_from_slice(&probs[i * 8..i * 8 + 8]);
-                ModelOutput { probs: p, strong_prob: strong[i] }
+                ModelOutput {
+                    probs: p,
+                    strong_prob: strong[i],
+                }
             })
             .collect())
     }
@@ -234,16 +280,26 @@ impl Model {
 
 fn check_output_facts(model: &TypedModel) -> Result<(), ModelError> {
     let contract = |detail: String| ModelError::Contract { detail };
-    let probs = model.output_fact(0).map_err(|e| contract(format!("{e:#}")))?;
-    let strong = model.output_fact(1).map_err(|e| contract(format!("{e:#}")))?;
+    let probs = model
+        .output_fact(0)
+        .map_err(|e| contract(format!("{e:#}")))?;
+    let strong = model
+        .output_fact(1)
+        .map_err(|e| contract(format!("{e:#}")))?;
     if probs.datum_type != f32::datum_type() || strong.datum_type != f32::datum_type() {
         return Err(contract("outputs must be f32".into()));
     }
     if probs.rank() != 2 || probs.shape[1] != 8.to_dim() {
-        return Err(contract(format!("category_probs must be [batch, 8], is {:?}", probs.shape)));
+        return Err(contract(format!(
+            "category_probs must be [batch, 8], is {:?}",
+            probs.shape
+        )));
     }
     if strong.rank() != 1 {
-        return Err(contract(format!("strong_prob must be [batch], is {:?}", strong.shape)));
+        return Err(contract(format!(
+            "strong_prob must be [batch], is {:?}",
+            strong.shape
+        )));
     }
     Ok(())
 }
@@ -293,10 +349,14 @@ mod tests {
     #[test]
     fn loads_and_matches_onnxruntime_reference() {
         let mut model = Model::load_dir(testdata()).expect("test model loads");
-        let reference: Vec<serde_json::Value> =
-            serde_json::from_slice(&std::fs::read(testdata().join("reference.json")).expect("reference.json"))
-                .expect("json");
-        let texts: Vec<String> = reference.iter().map(|r| r["text"].as_str().unwrap_or("").to_string()).collect();
+        let reference: Vec<serde_json::Value> = serde_json::from_slice(
+            &std::fs::read(testdata().join("reference.json")).expect("reference.json"),
+        )
+        .expect("json");
+        let texts: Vec<String> = reference
+            .iter()
+            .map(|r| r["text"].as_str().unwrap_or("").to_string())
+            .collect();
         let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
         // Batched together (padding + mask) and one by one must both match the unpadded reference.
         let batched = model.predict_batch(&refs).expect("predict");
@@ -305,7 +365,12 @@ mod tests {
             for out in [batched[i], single[0]] {
                 for k in 0..8 {
                     let want = r["probs"][k].as_f64().unwrap_or(f64::NAN) as f32;
-                    assert!((out.probs[k] - want).abs() < 1e-4, "{}: {:?} vs {want}", texts[i], out.probs);
+                    assert!(
+                        (out.probs[k] - want).abs() < 1e-4,
+                        "{}: {:?} vs {want}",
+                        texts[i],
+                        out.probs
+                    );
                 }
                 let want = r["strong_prob"].as_f64().unwrap_or(f64::NAN) as f32;
                 assert!((out.strong_prob - want).abs() < 1e-4);
@@ -316,7 +381,10 @@ mod tests {
     #[test]
     fn long_prompt_keeps_head_and_tail_tokens() {
         let mut model = Model::load_dir(testdata()).expect("load");
-        let text = format!("write python code {} what is the answer", "filler words here ".repeat(400));
+        let text = format!(
+            "write python code {} what is the answer",
+            "filler words here ".repeat(400)
+        );
         let ids = model.token_ids(&text).expect("tokenize");
         assert_eq!(ids.len(), MAX_SEQ_TOKENS);
         let head = model.token_ids("write python code").expect("tokenize");
@@ -328,8 +396,11 @@ mod tests {
 
     #[test]
     fn ascii_fast_path_matches_tokenizers_exactly() {
-        let json = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tokenizer.json")).expect("read");
-        let mut fast = AsciiWordPiece::from_json(&json).expect("models/tokenizer.json is BERT WordPiece");
+        let json =
+            std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tokenizer.json"))
+                .expect("read");
+        let mut fast =
+            AsciiWordPiece::from_json(&json).expect("models/tokenizer.json is BERT WordPiece");
         let mut slow = Tokenizer::from_bytes(&json).expect("tokenizer");
         slow.with_truncation(None).expect("no truncation");
         slow.with_padding(None);
@@ -353,14 +424,21 @@ mod tests {
                     seed ^= seed >> 7;
                     seed ^= seed << 17;
                     let c = (seed % 96) as u8 + 32;
-                    if c == 127 { ' ' } else { c as char }
+                    if c == 127 {
+                        ' '
+                    } else {
+                        c as char
+                    }
                 })
                 .filter(|&c| c != '[')
                 .collect();
             texts.push(t);
         }
         // The routing dev set when it is beside the repo (../shared in CI, /work/shared here).
-        for path in ["../shared/data/routing/dev.jsonl", "/work/shared/data/routing/dev.jsonl"] {
+        for path in [
+            "../shared/data/routing/dev.jsonl",
+            "/work/shared/data/routing/dev.jsonl",
+        ] {
             if let Ok(data) = std::fs::read_to_string(path) {
                 for line in data.lines() {
                     if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
@@ -382,7 +460,10 @@ mod tests {
             assert_eq!(got, want.get_ids(), "text {t:?}");
             checked += 1;
         }
-        assert!(checked >= 13, "fast path must handle plain ASCII, handled {checked}");
+        assert!(
+            checked >= 13,
+            "fast path must handle plain ASCII, handled {checked}"
+        );
         let mut out = Vec::new();
         assert!(!fast.encode("héllo", &mut out) && out.is_empty());
         assert!(!fast.encode("a [SEP] b", &mut out));
@@ -403,8 +484,20 @@ mod tests {
     fn bad_inputs_never_panic() {
         let mut model = Model::load_dir(testdata()).expect("load");
         let big = "word ".repeat(200_000);
-        let garbage: String = (0u32..20_000).filter_map(|i| char::from_u32((i * 7919 + 13) % 0x11000)).collect();
-        let texts = ["", " ", big.as_str(), garbage.as_str(), "Привет мир", "你好，世界", "مرحبا", "🦀🦀🦀", "\0\u{1}\u{2}"];
+        let garbage: String = (0u32..20_000)
+            .filter_map(|i| char::from_u32((i * 7919 + 13) % 0x11000))
+            .collect();
+        let texts = [
+            "",
+            " ",
+            big.as_str(),
+            garbage.as_str(),
+            "Привет мир",
+            "你好，世界",
+            "مرحبا",
+            "🦀🦀🦀",
+            "\0\u{1}\u{2}",
+        ];
         let out = model.predict_batch(&texts).expect("predict");
         assert_eq!(out.len(), texts.len());
         for o in out {
@@ -417,10 +510,19 @@ mod tests {
 
     #[test]
     fn missing_or_broken_files_are_errors() {
-        assert!(matches!(Model::load_dir("/nonexistent-dir"), Err(ModelError::Io { .. })));
+        assert!(matches!(
+            Model::load_dir("/nonexistent-dir"),
+            Err(ModelError::Io { .. })
+        ));
         let tok = std::fs::read(testdata().join("tokenizer.json")).expect("read");
-        assert!(matches!(Model::from_bytes(b"not onnx", &tok), Err(ModelError::Onnx { .. })));
+        assert!(matches!(
+            Model::from_bytes(b"not onnx", &tok),
+            Err(ModelError::Onnx { .. })
+        ));
         let onnx = std::fs::read(testdata().join("router.onnx")).expect("read");
-        assert!(matches!(Model::from_bytes(&onnx, b"{}"), Err(ModelError::Tokenizer { .. })));
+        assert!(matches!(
+            Model::from_bytes(&onnx, b"{}"),
+            Err(ModelError::Tokenizer { .. })
+        ));
     }
 }

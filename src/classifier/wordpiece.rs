@@ -21,9 +21,8 @@ impl AsciiWordPiece {
     pub fn from_json(tokenizer_json: &[u8]) -> Option<AsciiWordPiece> {
         let t: Value = serde_json::from_slice(tokenizer_json).ok()?;
         let n = &t["normalizer"];
-        let bert_norm = n["type"] == "BertNormalizer"
-            && n["lowercase"] == true
-            && n["clean_text"] == true;
+        let bert_norm =
+            n["type"] == "BertNormalizer" && n["lowercase"] == true && n["clean_text"] == true;
         if !bert_norm || t["pre_tokenizer"]["type"] != "BertPreTokenizer" {
             return None;
         }
@@ -42,16 +41,30 @@ impl AsciiWordPiece {
         let p = &t["post_processor"];
         let single = p["single"].as_array()?;
         let special = |v: &Value| v["SpecialToken"]["id"].as_str().map(str::to_string);
-        if p["type"] != "TemplateProcessing" || single.len() != 3 || single[1]["Sequence"]["id"] != "A" {
+        if p["type"] != "TemplateProcessing"
+            || single.len() != 3
+            || single[1]["Sequence"]["id"] != "A"
+        {
             return None;
         }
         let cls_id = *vocab.get(&special(&single[0])?)?;
         let sep_id = *vocab.get(&special(&single[2])?)?;
         // Added tokens that are not special could match inside text: not reproduced here.
-        if t["added_tokens"].as_array()?.iter().any(|a| a["special"] != true) {
+        if t["added_tokens"]
+            .as_array()?
+            .iter()
+            .any(|a| a["special"] != true)
+        {
             return None;
         }
-        Some(AsciiWordPiece { vocab, unk_id, cls_id, sep_id, max_word_chars, piece: String::with_capacity(128) })
+        Some(AsciiWordPiece {
+            vocab,
+            unk_id,
+            cls_id,
+            sep_id,
+            max_word_chars,
+            piece: String::with_capacity(128),
+        })
     }
 
     /// Appends `[CLS] pieces… [SEP]` for `text` to `out` and returns true, or returns false
@@ -61,7 +74,12 @@ impl AsciiWordPiece {
         let b = text.as_bytes();
         // Control characters are deleted by clean_text (joining their neighbours): leave those
         // rare texts to the full pipeline, like non-ASCII text and '[' (special tokens).
-        let unusual = |c: &u8| !c.is_ascii() || *c == b'[' || *c == 0x7f || (*c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r'));
+        let unusual = |c: &u8| {
+            !c.is_ascii()
+                || *c == b'['
+                || *c == 0x7f
+                || (*c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r'))
+        };
         if b.iter().any(unusual) {
             return false;
         }

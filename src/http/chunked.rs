@@ -60,7 +60,13 @@ pub struct Decoded {
 
 impl ChunkedDecoder {
     pub fn new() -> Self {
-        ChunkedDecoder { state: State::Size, size: 0, remaining: 0, digits: 0, trailer_bytes: 0 }
+        ChunkedDecoder {
+            state: State::Size,
+            size: 0,
+            remaining: 0,
+            digits: 0,
+            trailer_bytes: 0,
+        }
     }
 
     pub fn is_done(&self) -> bool {
@@ -175,12 +181,23 @@ impl ChunkedDecoder {
                     }
                     i += 1;
                     self.state = State::Done;
-                    return Ok(Decoded { consumed: i, done: true });
+                    return Ok(Decoded {
+                        consumed: i,
+                        done: true,
+                    });
                 }
-                State::Done => return Ok(Decoded { consumed: i, done: true }),
+                State::Done => {
+                    return Ok(Decoded {
+                        consumed: i,
+                        done: true,
+                    })
+                }
             }
         }
-        Ok(Decoded { consumed: i, done: self.state == State::Done })
+        Ok(Decoded {
+            consumed: i,
+            done: self.state == State::Done,
+        })
     }
 }
 
@@ -212,7 +229,8 @@ pub fn write_last_chunk(out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
-    const BODY: &[u8] = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+    const BODY: &[u8] =
+        b"4\r\nWiki\r\n5;ext=1\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\nNEXT";
 
     fn decode_all(parts: &[&[u8]]) -> (Vec<u8>, usize) {
         let mut d = ChunkedDecoder::new();
@@ -252,8 +270,12 @@ mod tests {
     fn rejects_garbage() {
         let mut out = Vec::new();
         assert!(ChunkedDecoder::new().decode(b"zz\r\n", &mut out).is_err());
-        assert!(ChunkedDecoder::new().decode(b"3\r\nabcX", &mut out).is_err());
-        assert!(ChunkedDecoder::new().decode(b"ffffffffffffffffff\r\n", &mut out).is_err());
+        assert!(ChunkedDecoder::new()
+            .decode(b"3\r\nabcX", &mut out)
+            .is_err());
+        assert!(ChunkedDecoder::new()
+            .decode(b"ffffffffffffffffff\r\n", &mut out)
+            .is_err());
         assert!(ChunkedDecoder::new().decode(b"\r\n", &mut out).is_err());
     }
 

@@ -79,7 +79,9 @@ impl UpstreamIoError {
             UpstreamIoError::Write(_) | UpstreamIoError::ClosedBeforeResponse => true,
             UpstreamIoError::Read(e) => matches!(
                 e.kind(),
-                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionAborted
             ),
             _ => false,
         }
@@ -88,12 +90,17 @@ impl UpstreamIoError {
     pub fn is_timeout(&self) -> bool {
         matches!(
             self,
-            UpstreamIoError::ConnectTimeout | UpstreamIoError::FirstByteTimeout(_) | UpstreamIoError::IdleTimeout(_)
+            UpstreamIoError::ConnectTimeout
+                | UpstreamIoError::FirstByteTimeout(_)
+                | UpstreamIoError::IdleTimeout(_)
         )
     }
 
     pub fn is_connect(&self) -> bool {
-        matches!(self, UpstreamIoError::Connect(_) | UpstreamIoError::ConnectTimeout | UpstreamIoError::Tls(_))
+        matches!(
+            self,
+            UpstreamIoError::Connect(_) | UpstreamIoError::ConnectTimeout | UpstreamIoError::Tls(_)
+        )
     }
 }
 
@@ -117,9 +124,11 @@ pub struct ResponseHead {
 
 impl ResponseHead {
     pub fn is_event_stream(&self) -> bool {
-        self.content_type
-            .as_deref()
-            .is_some_and(|c| c.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+        self.content_type.as_deref().is_some_and(|c| {
+            c.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        })
     }
 }
 
@@ -130,7 +139,9 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, 
     let n = match resp.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(UpstreamIoError::Malformed("too many headers")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(UpstreamIoError::Malformed("too many headers"))
+        }
         Err(_) => return Err(UpstreamIoError::Malformed("not an HTTP/1.x response")),
     };
     let status = resp.code.unwrap_or(0);
@@ -147,9 +158,15 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, 
     for h in resp.headers.iter() {
         let v = std::str::from_utf8(h.value).unwrap_or("").trim();
         if h.name.eq_ignore_ascii_case("content-length") {
-            length = Some(v.parse::<u64>().map_err(|_| UpstreamIoError::Malformed("bad Content-Length"))?);
+            length = Some(
+                v.parse::<u64>()
+                    .map_err(|_| UpstreamIoError::Malformed("bad Content-Length"))?,
+            );
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = v.to_ascii_lowercase().split(',').any(|t| t.trim() == "chunked");
+            chunked = v
+                .to_ascii_lowercase()
+                .split(',')
+                .any(|t| t.trim() == "chunked");
         } else if h.name.eq_ignore_ascii_case("connection") {
             let v = v.to_ascii_lowercase();
             if v.contains("close") {
@@ -161,8 +178,15 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, 
             head.content_type = Some(v.to_string());
         } else if h.name.eq_ignore_ascii_case("retry-after") {
             head.retry_after = Some(v.to_string());
-        } else if h.name.eq_ignore_ascii_case("x-request-id") || h.name.eq_ignore_ascii_case("request-id") {
-            head.request_id = Some(v.chars().filter(|c| c.is_ascii_graphic()).take(128).collect());
+        } else if h.name.eq_ignore_ascii_case("x-request-id")
+            || h.name.eq_ignore_ascii_case("request-id")
+        {
+            head.request_id = Some(
+                v.chars()
+                    .filter(|c| c.is_ascii_graphic())
+                    .take(128)
+                    .collect(),
+            );
         }
     }
     head.framing = if (100..200).contains(&status) || status == 204 || status == 304 {
@@ -203,13 +227,18 @@ impl UpstreamConn {
         }
         let len = buf.len();
         let cap = buf.capacity();
-        let fut = self.stream.read_into(monoio::buf::IoBufMut::slice_mut(buf, len..cap));
+        let fut = self
+            .stream
+            .read_into(monoio::buf::IoBufMut::slice_mut(buf, len..cap));
         match monoio::time::timeout(timeout, fut).await {
             Ok((res, slice)) => {
                 self.rbuf = slice.into_inner();
                 res
             }
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "upstream read timed out")),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "upstream read timed out",
+            )),
         }
     }
 
@@ -222,7 +251,10 @@ impl UpstreamConn {
     }
 
     /// Waits for the response head (skipping 1xx interim responses).
-    pub async fn read_head(&mut self, first_byte_timeout_ms: u64) -> Result<ResponseHead, UpstreamIoError> {
+    pub async fn read_head(
+        &mut self,
+        first_byte_timeout_ms: u64,
+    ) -> Result<ResponseHead, UpstreamIoError> {
         let deadline = monoio::time::Instant::now() + Duration::from_millis(first_byte_timeout_ms);
         loop {
             if !self.rbuf.is_empty() {
@@ -349,13 +381,21 @@ mod tests {
         assert!(h.is_event_stream());
         assert!(h.keep_alive);
         assert_eq!(n, raw.len() - 2, "the head ends before the body bytes `xx`");
-        let (h, _) = parse_response_head(b"HTTP/1.1 500 X\r\n\r\n").unwrap().unwrap();
+        let (h, _) = parse_response_head(b"HTTP/1.1 500 X\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(h.framing, ResponseFraming::UntilClose);
         assert!(!h.keep_alive);
-        let (h, _) = parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\n").unwrap().unwrap();
+        let (h, _) = parse_response_head(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(h.framing, ResponseFraming::Length(10));
         assert!(!h.keep_alive);
-        assert!(parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Le").unwrap().is_none());
+        assert!(parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Le")
+            .unwrap()
+            .is_none());
         assert!(parse_response_head(b"garbage\r\n\r\n").is_err());
     }
 }

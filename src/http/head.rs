@@ -81,7 +81,11 @@ fn eq_ignore_case(a: &str, b: &str) -> bool {
 ///
 /// `Ok(None)`: the head is incomplete (read more bytes, unless `buf` already exceeds `max_bytes`,
 /// which is reported as `TooLarge`). `Err`: the head is unusable; answer with `err.status()` and close.
-pub fn parse_request_head(buf: &[u8], max_headers: usize, max_bytes: usize) -> Result<Option<RequestHead>, HeadError> {
+pub fn parse_request_head(
+    buf: &[u8],
+    max_headers: usize,
+    max_bytes: usize,
+) -> Result<Option<RequestHead>, HeadError> {
     const STACK_HEADERS: usize = 64;
     let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
     let mut heap;
@@ -94,9 +98,15 @@ pub fn parse_request_head(buf: &[u8], max_headers: usize, max_bytes: usize) -> R
     let mut req = httparse::Request::new(headers);
     let status = match req.parse(buf) {
         Ok(s) => s,
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders { limit: max_headers }),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HeadError::TooManyHeaders { limit: max_headers })
+        }
         Err(httparse::Error::Version) => return Err(HeadError::Version),
-        Err(_) => return Err(HeadError::Malformed { reason: "not an HTTP/1.x request" }),
+        Err(_) => {
+            return Err(HeadError::Malformed {
+                reason: "not an HTTP/1.x request",
+            })
+        }
     };
     let head_len = match status {
         httparse::Status::Complete(n) => n,
@@ -147,7 +157,9 @@ pub fn parse_request_head(buf: &[u8], max_headers: usize, max_bytes: usize) -> R
     for h in req.headers.iter() {
         let name = h.name;
         if eq_ignore_case(name, "content-length") {
-            let v = std::str::from_utf8(h.value).map_err(|_| HeadError::BadContentLength)?.trim();
+            let v = std::str::from_utf8(h.value)
+                .map_err(|_| HeadError::BadContentLength)?
+                .trim();
             if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.len() > 19 {
                 return Err(HeadError::BadContentLength);
             }
@@ -157,7 +169,8 @@ pub fn parse_request_head(buf: &[u8], max_headers: usize, max_bytes: usize) -> R
             }
             content_length = Some(n);
         } else if eq_ignore_case(name, "transfer-encoding") {
-            let v = std::str::from_utf8(h.value).map_err(|_| HeadError::UnsupportedTransferEncoding)?;
+            let v =
+                std::str::from_utf8(h.value).map_err(|_| HeadError::UnsupportedTransferEncoding)?;
             // Only `chunked` alone is accepted; anything else could desynchronise framing.
             let mut codings = v.split(',').map(str::trim).filter(|s| !s.is_empty());
             match (codings.next(), codings.next()) {
@@ -190,14 +203,21 @@ pub fn parse_request_head(buf: &[u8], max_headers: usize, max_bytes: usize) -> R
                 head.cache_control_no_cache = true;
             }
         } else if eq_ignore_case(name, "cache-control") {
-            if h.value.windows(8).any(|w| w.eq_ignore_ascii_case(b"no-cache")) {
+            if h.value
+                .windows(8)
+                .any(|w| w.eq_ignore_ascii_case(b"no-cache"))
+            {
                 head.cache_control_no_cache = true;
             }
         }
     }
     // RFC 9112 §6.3: Content-Length together with chunked is a smuggling vector; refuse it.
     head.framing = match (chunked, content_length) {
-        (true, Some(_)) => return Err(HeadError::Malformed { reason: "both Content-Length and chunked" }),
+        (true, Some(_)) => {
+            return Err(HeadError::Malformed {
+                reason: "both Content-Length and chunked",
+            })
+        }
         (true, None) => BodyFraming::Chunked,
         (false, Some(0)) | (false, None) => BodyFraming::None,
         (false, Some(n)) => BodyFraming::Length(n),
@@ -206,8 +226,14 @@ pub fn parse_request_head(buf: &[u8], max_headers: usize, max_bytes: usize) -> R
 }
 
 pub fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &b[start..end]
 }
 
@@ -235,7 +261,10 @@ mod tests {
         assert_eq!(&REQ[h.query.clone().unwrap()], b"x=1");
         assert_eq!(h.framing, BodyFraming::Length(5));
         assert_eq!(&REQ[h.head_len..], b"hello");
-        assert_eq!(bearer_token(&REQ[h.authorization.clone().unwrap()]), Some(&b"k1"[..]));
+        assert_eq!(
+            bearer_token(&REQ[h.authorization.clone().unwrap()]),
+            Some(&b"k1"[..])
+        );
         assert_eq!(&REQ[h.app.clone().unwrap()], b"app1");
         assert!(h.keep_alive);
     }
@@ -244,10 +273,20 @@ mod tests {
     fn every_split_point_is_partial_then_complete() {
         let head_len = REQ.len() - 5;
         for cut in 0..head_len {
-            assert!(parse_request_head(&REQ[..cut], 64, 16384).unwrap().is_none(), "cut {cut}");
+            assert!(
+                parse_request_head(&REQ[..cut], 64, 16384)
+                    .unwrap()
+                    .is_none(),
+                "cut {cut}"
+            );
         }
         for cut in head_len..=REQ.len() {
-            assert!(parse_request_head(&REQ[..cut], 64, 16384).unwrap().is_some(), "cut {cut}");
+            assert!(
+                parse_request_head(&REQ[..cut], 64, 16384)
+                    .unwrap()
+                    .is_some(),
+                "cut {cut}"
+            );
         }
     }
 
@@ -261,28 +300,48 @@ mod tests {
             v.extend_from_slice(b"\r\n");
             v
         };
-        assert_eq!(parse_request_head(&many, 5, 16384).unwrap_err().status(), 431);
+        assert_eq!(
+            parse_request_head(&many, 5, 16384).unwrap_err().status(),
+            431
+        );
         assert_eq!(parse_request_head(&many, 64, 40).unwrap_err().status(), 431);
         let both = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(parse_request_head(both, 64, 16384).unwrap_err().status(), 400);
+        assert_eq!(
+            parse_request_head(both, 64, 16384).unwrap_err().status(),
+            400
+        );
         let gz = b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
         assert_eq!(parse_request_head(gz, 64, 16384).unwrap_err().status(), 501);
         let bad = b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n";
-        assert_eq!(parse_request_head(bad, 64, 16384).unwrap_err().status(), 400);
+        assert_eq!(
+            parse_request_head(bad, 64, 16384).unwrap_err().status(),
+            400
+        );
         let two = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
-        assert_eq!(parse_request_head(two, 64, 16384).unwrap_err().status(), 400);
+        assert_eq!(
+            parse_request_head(two, 64, 16384).unwrap_err().status(),
+            400
+        );
         assert!(parse_request_head(b"\x00\x01garbage\r\n\r\n", 64, 16384).is_err());
     }
 
     #[test]
     fn connection_close_and_http10() {
-        let h = parse_request_head(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 64, 1024).unwrap().unwrap();
-        assert!(!h.keep_alive);
-        let h = parse_request_head(b"GET / HTTP/1.0\r\n\r\n", 64, 1024).unwrap().unwrap();
-        assert!(!h.keep_alive);
-        let h = parse_request_head(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n", 64, 1024)
+        let h = parse_request_head(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 64, 1024)
             .unwrap()
             .unwrap();
+        assert!(!h.keep_alive);
+        let h = parse_request_head(b"GET / HTTP/1.0\r\n\r\n", 64, 1024)
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive);
+        let h = parse_request_head(
+            b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n",
+            64,
+            1024,
+        )
+        .unwrap()
+        .unwrap();
         assert!(h.expect_continue);
         assert_eq!(h.framing, BodyFraming::Chunked);
     }

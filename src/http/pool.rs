@@ -92,7 +92,8 @@ impl Pool {
                             let name = ServerName::try_from(ep.host.to_string())
                                 .map_err(|e| UpstreamIoError::Tls(e.to_string()))?;
                             let connector = monoio_rustls::TlsConnector::from(cfg.clone());
-                            match monoio::time::timeout(timeout, connector.connect(name, tcp)).await {
+                            match monoio::time::timeout(timeout, connector.connect(name, tcp)).await
+                            {
                                 Ok(Ok(s)) => UpstreamStream::Tls(Box::new(s)),
                                 Ok(Err(e)) => return Err(UpstreamIoError::Tls(e.to_string())),
                                 Err(_) => return Err(UpstreamIoError::ConnectTimeout),
@@ -122,7 +123,10 @@ impl Pool {
         let mut map = self.idle.borrow_mut();
         let list = map.entry(conn.pool_key.clone()).or_default();
         if list.len() < max_idle {
-            list.push(Idle { conn, since: Instant::now() });
+            list.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
         }
     }
 

@@ -65,7 +65,11 @@ pub fn simple_error(out: &mut Vec<u8>, status: u16, message: &str, code: &str) {
     body.push_str("{\"error\":{\"message\":");
     crate::error::push_json_str(&mut body, message);
     body.push_str(",\"type\":");
-    body.push_str(if status >= 500 { "\"server_error\"" } else { "\"invalid_request_error\"" });
+    body.push_str(if status >= 500 {
+        "\"server_error\""
+    } else {
+        "\"invalid_request_error\""
+    });
     body.push_str(",\"param\":null,\"code\":");
     crate::error::push_json_str(&mut body, code);
     body.push_str("}}");

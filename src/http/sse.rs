@@ -133,7 +133,9 @@ mod tests {
 
     #[test]
     fn every_split_point_yields_same_events() {
-        let whole: Vec<Vec<u8>> = events(&STREAM[..complete_prefix(STREAM)]).map(|e| parse_event(e).data.into_owned()).collect();
+        let whole: Vec<Vec<u8>> = events(&STREAM[..complete_prefix(STREAM)])
+            .map(|e| parse_event(e).data.into_owned())
+            .collect();
         for cut in 0..STREAM.len() {
             let mut pending = Vec::new();
             let mut got = Vec::new();

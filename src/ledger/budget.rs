@@ -50,7 +50,14 @@ pub enum Limit {
 }
 
 impl Limit {
-    pub const ALL: [Limit; 6] = [Self::KeyRpm, Self::KeyTpm, Self::KeyDaily, Self::KeyMonthly, Self::AppDaily, Self::AppMonthly];
+    pub const ALL: [Limit; 6] = [
+        Self::KeyRpm,
+        Self::KeyTpm,
+        Self::KeyDaily,
+        Self::KeyMonthly,
+        Self::AppDaily,
+        Self::AppMonthly,
+    ];
 
     /// Stable name for metrics labels and error codes.
     pub fn as_str(self) -> &'static str {
@@ -200,7 +207,12 @@ impl Window {
             if limit == 0 || v.saturating_add(amount) > limit {
                 return false;
             }
-            match self.0.compare_exchange_weak(cur, pack(tag, v + amount), Ordering::AcqRel, Ordering::Relaxed) {
+            match self.0.compare_exchange_weak(
+                cur,
+                pack(tag, v + amount),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return true,
                 Err(now) => cur = now,
             }
@@ -217,8 +229,17 @@ impl Window {
             if t != tag || delta == 0 {
                 return;
             }
-            let nv = if delta < 0 { v.saturating_sub(delta.unsigned_abs()) } else { v.saturating_add(delta as u64) };
-            match self.0.compare_exchange_weak(cur, pack(tag, nv), Ordering::AcqRel, Ordering::Relaxed) {
+            let nv = if delta < 0 {
+                v.saturating_sub(delta.unsigned_abs())
+            } else {
+                v.saturating_add(delta as u64)
+            };
+            match self.0.compare_exchange_weak(
+                cur,
+                pack(tag, nv),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return,
                 Err(now) => cur = now,
             }
@@ -263,18 +284,44 @@ pub(crate) fn usd_to_micros(usd: f64) -> u64 {
     }
 }
 
-fn plan_in(st: &BudgetState, now_ms: u64, key: &KeyInfo, app: &str, est_cost_usd: f64, est_tokens: u64) -> Plan {
+fn plan_in(
+    st: &BudgetState,
+    now_ms: u64,
+    key: &KeyInfo,
+    app: &str,
+    est_cost_usd: f64,
+    est_tokens: u64,
+) -> Plan {
     let windows = Windows::at(now_ms);
     let cost = usd_to_micros(est_cost_usd);
     let tokens = est_tokens.min(VALUE_MAX);
-    let step = |limit: Limit, amount: u64, cap: Option<u64>| cap.map(|cap| Step { limit, amount, cap, window: windows.id(limit.window()) });
-    let (app_day, app_month) = if st.app_caps.is_empty() { (None, None) } else { st.app_caps.get(app).copied().unwrap_or((None, None)) };
+    let step = |limit: Limit, amount: u64, cap: Option<u64>| {
+        cap.map(|cap| Step {
+            limit,
+            amount,
+            cap,
+            window: windows.id(limit.window()),
+        })
+    };
+    let (app_day, app_month) = if st.app_caps.is_empty() {
+        (None, None)
+    } else {
+        st.app_caps.get(app).copied().unwrap_or((None, None))
+    };
     Plan {
         steps: [
             step(Limit::KeyRpm, 1, key.rpm.map(u64::from)),
             step(Limit::KeyTpm, tokens, key.tpm.map(u64::from)),
-            step(Limit::KeyDaily, cost, key.daily_budget_usd.map(usd_to_micros)),
-            step(Limit::KeyMonthly, cost, key.monthly_budget_usd.map(usd_to_micros)),
+            step(
+                Limit::KeyDaily,
+                cost,
+                key.daily_budget_usd.map(usd_to_micros),
+            ),
+            step(
+                Limit::KeyMonthly,
+                cost,
+                key.monthly_budget_usd.map(usd_to_micros),
+            ),
             step(Limit::AppDaily, cost, app_day),
             step(Limit::AppMonthly, cost, app_month),
         ],
@@ -304,7 +351,10 @@ impl Plan {
     }
 
     pub(crate) fn rejection(&self, limit: Limit) -> Rejection {
-        Rejection { limit, retry_after_s: self.windows.left_s(limit.window()) }
+        Rejection {
+            limit,
+            retry_after_s: self.windows.left_s(limit.window()),
+        }
     }
 }
 
@@ -332,7 +382,10 @@ impl Reservation {
 
     /// Estimated cost reserved, µ$ (for the response's `estimated_cost_usd`).
     pub fn estimate_micros(&self) -> u64 {
-        self.plan.iter().find(|s| matches!(s.limit.window(), WindowKind::Day | WindowKind::Month)).map_or(0, |s| s.amount)
+        self.plan
+            .iter()
+            .find(|s| matches!(s.limit.window(), WindowKind::Day | WindowKind::Month))
+            .map_or(0, |s| s.amount)
     }
 
     /// Per-step deltas: settle replaces amount by the real figure; release takes it all back.
@@ -361,7 +414,11 @@ impl Reservation {
     }
 
     fn counters_for(&self, limit: Limit) -> Option<&Counters> {
-        if limit.is_app() { self.app.as_deref() } else { self.key.as_deref() }
+        if limit.is_app() {
+            self.app.as_deref()
+        } else {
+            self.key.as_deref()
+        }
     }
 }
 
@@ -400,7 +457,10 @@ pub struct Budget {
 
 impl Budget {
     pub fn new(config: &BudgetConfig) -> Budget {
-        let b = Budget { state: ArcSwap::from_pointee(BudgetState::default()), change_lock: Mutex::new(()) };
+        let b = Budget {
+            state: ArcSwap::from_pointee(BudgetState::default()),
+            change_lock: Mutex::new(()),
+        };
         b.set_config(config);
         b
     }
@@ -412,7 +472,15 @@ impl Budget {
         next.app_caps = config
             .apps
             .iter()
-            .map(|(k, v)| (k.as_str().into(), (v.daily_budget_usd.map(usd_to_micros), v.monthly_budget_usd.map(usd_to_micros))))
+            .map(|(k, v)| {
+                (
+                    k.as_str().into(),
+                    (
+                        v.daily_budget_usd.map(usd_to_micros),
+                        v.monthly_budget_usd.map(usd_to_micros),
+                    ),
+                )
+            })
             .collect();
         self.state.store(Arc::new(next));
     }
@@ -420,15 +488,30 @@ impl Budget {
     /// Reserves `est_cost_usd` and `est_tokens` (and one request) against every limit of `key`
     /// and of `app` (the request's app: `X-TierFlow-App` or the key's), now.
     /// `Err` names the first limit that refused; nothing is held then.
-    pub fn admit(&self, key: &KeyInfo, app: &str, est_cost_usd: f64, est_tokens: u64) -> Result<Reservation, Rejection> {
+    pub fn admit(
+        &self,
+        key: &KeyInfo,
+        app: &str,
+        est_cost_usd: f64,
+        est_tokens: u64,
+    ) -> Result<Reservation, Rejection> {
         self.admit_at(now_ms(), key, app, est_cost_usd, est_tokens)
     }
 
     /// [`Budget::admit`] at a given wall-clock time (ms since the epoch).
-    pub fn admit_at(&self, now_ms: u64, key: &KeyInfo, app: &str, est_cost_usd: f64, est_tokens: u64) -> Result<Reservation, Rejection> {
+    pub fn admit_at(
+        &self,
+        now_ms: u64,
+        key: &KeyInfo,
+        app: &str,
+        est_cost_usd: f64,
+        est_tokens: u64,
+    ) -> Result<Reservation, Rejection> {
         let mut r = self.prepare(now_ms, key, app, est_cost_usd, est_tokens);
         for (taken, s) in r.plan.steps.iter().flatten().enumerate() {
-            let ok = r.counters_for(s.limit).is_some_and(|c| c.window(s.limit).reserve(s.window, s.amount, s.cap));
+            let ok = r
+                .counters_for(s.limit)
+                .is_some_and(|c| c.window(s.limit).reserve(s.window, s.amount, s.cap));
             if !ok {
                 let rejection = r.plan.rejection(s.limit);
                 // Roll back what was taken; `r` must not release the rest on drop.
@@ -446,7 +529,14 @@ impl Budget {
 
     /// Takes every step of the plan without checking limits (used to mirror an admission that
     /// Redis granted, so the local counters know this host's share if Redis goes away).
-    pub(crate) fn force(&self, now_ms: u64, key: &KeyInfo, app: &str, est_cost_usd: f64, est_tokens: u64) -> Reservation {
+    pub(crate) fn force(
+        &self,
+        now_ms: u64,
+        key: &KeyInfo,
+        app: &str,
+        est_cost_usd: f64,
+        est_tokens: u64,
+    ) -> Reservation {
         let r = self.prepare(now_ms, key, app, est_cost_usd, est_tokens);
         for s in r.plan.steps.iter().flatten() {
             if let Some(c) = r.counters_for(s.limit) {
@@ -457,19 +547,64 @@ impl Budget {
     }
 
     /// An unfilled reservation: the plan and the counters it needs.
-    fn prepare(&self, now_ms: u64, key: &KeyInfo, app: &str, est_cost_usd: f64, est_tokens: u64) -> Reservation {
+    fn prepare(
+        &self,
+        now_ms: u64,
+        key: &KeyInfo,
+        app: &str,
+        est_cost_usd: f64,
+        est_tokens: u64,
+    ) -> Reservation {
         let st = self.state.load();
         let plan = plan_in(&st, now_ms, key, app, est_cost_usd, est_tokens);
         let has_key = plan.iter().any(|s| !s.limit.is_app());
         let has_app = plan.iter().any(|s| s.limit.is_app());
-        let key_counters = if has_key { Some(st.keys.get(&*key.id).cloned().unwrap_or_else(|| self.insert_counters(false, &key.id))) } else { None };
-        let app_counters = if has_app { Some(st.apps.get(app).cloned().unwrap_or_else(|| self.insert_counters(true, app))) } else { None };
-        Reservation { key: key_counters, app: app_counters, plan, settled: false, redis: None }
+        let key_counters = if has_key {
+            Some(
+                st.keys
+                    .get(&*key.id)
+                    .cloned()
+                    .unwrap_or_else(|| self.insert_counters(false, &key.id)),
+            )
+        } else {
+            None
+        };
+        let app_counters = if has_app {
+            Some(
+                st.apps
+                    .get(app)
+                    .cloned()
+                    .unwrap_or_else(|| self.insert_counters(true, app)),
+            )
+        } else {
+            None
+        };
+        Reservation {
+            key: key_counters,
+            app: app_counters,
+            plan,
+            settled: false,
+            redis: None,
+        }
     }
 
     /// The limits that apply to an admission (read by the Redis path too).
-    pub(crate) fn plan(&self, now_ms: u64, key: &KeyInfo, app: &str, est_cost_usd: f64, est_tokens: u64) -> Plan {
-        plan_in(&self.state.load(), now_ms, key, app, est_cost_usd, est_tokens)
+    pub(crate) fn plan(
+        &self,
+        now_ms: u64,
+        key: &KeyInfo,
+        app: &str,
+        est_cost_usd: f64,
+        est_tokens: u64,
+    ) -> Plan {
+        plan_in(
+            &self.state.load(),
+            now_ms,
+            key,
+            app,
+            est_cost_usd,
+            est_tokens,
+        )
     }
 
     #[cold]
@@ -482,7 +617,11 @@ impl Budget {
         }
         let c = Arc::new(Counters::default());
         let mut next = BudgetState::clone(&cur);
-        let map = if is_app { &mut next.apps } else { &mut next.keys };
+        let map = if is_app {
+            &mut next.apps
+        } else {
+            &mut next.keys
+        };
         map.insert(name.into(), c.clone());
         self.state.store(Arc::new(next));
         c
@@ -492,15 +631,28 @@ impl Budget {
     /// tokens this minute). For /stats, tests and the dashboard.
     pub fn key_usage(&self, key_id: &str) -> (u64, u64, u64, u64) {
         let w = Windows::at(now_ms());
-        self.state.load().keys.get(key_id).map_or((0, 0, 0, 0), |c| {
-            (c.day.value(w.day), c.month.value(w.month), c.rpm.value(w.minute), c.tpm.value(w.minute))
-        })
+        self.state
+            .load()
+            .keys
+            .get(key_id)
+            .map_or((0, 0, 0, 0), |c| {
+                (
+                    c.day.value(w.day),
+                    c.month.value(w.month),
+                    c.rpm.value(w.minute),
+                    c.tpm.value(w.minute),
+                )
+            })
     }
 
     /// What an app has spent in the current day and month, µ$.
     pub fn app_usage(&self, app: &str) -> (u64, u64) {
         let w = Windows::at(now_ms());
-        self.state.load().apps.get(app).map_or((0, 0), |c| (c.day.value(w.day), c.month.value(w.month)))
+        self.state
+            .load()
+            .apps
+            .get(app)
+            .map_or((0, 0), |c| (c.day.value(w.day), c.month.value(w.month)))
     }
 }
 
@@ -518,7 +670,8 @@ mod tests {
     #[test]
     fn calendar_windows() {
         // 2024-02-29T23:59:30Z: leap day, last minute of the month.
-        let t = days_from_civil(2024, 2, 29) as u64 * 86_400_000 + (23 * 3600 + 59 * 60 + 30) * 1000;
+        let t =
+            days_from_civil(2024, 2, 29) as u64 * 86_400_000 + (23 * 3600 + 59 * 60 + 30) * 1000;
         let w = Windows::at(t);
         assert_eq!(civil_from_days(w.day as i64), (2024, 2, 29));
         assert_eq!(w.minute_left_s, 30);
@@ -552,28 +705,51 @@ mod tests {
     #[test]
     fn rejection_names_the_limit_and_when_it_resets() {
         let b = Budget::new(&BudgetConfig::default());
-        let k = key(NewKey { rpm: Some(2), ..Default::default() });
+        let k = key(NewKey {
+            rpm: Some(2),
+            ..Default::default()
+        });
         let t = 1_700_000_000_000 + 15_000 - (1_700_000_000_000 % 60_000);
         let _a = b.admit_at(t, &k, "billing", 0.0, 0).unwrap();
         let _b = b.admit_at(t, &k, "billing", 0.0, 0).unwrap();
         let e = b.admit_at(t, &k, "billing", 0.0, 0).unwrap_err();
-        assert_eq!(e, Rejection { limit: Limit::KeyRpm, retry_after_s: 45 });
+        assert_eq!(
+            e,
+            Rejection {
+                limit: Limit::KeyRpm,
+                retry_after_s: 45
+            }
+        );
         assert!(e.to_string().contains("requests-per-minute"));
         // The next minute admits again.
         assert!(b.admit_at(t + 60_000, &k, "billing", 0.0, 0).is_ok());
         // A zero budget blocks even free requests.
-        let zero = key(NewKey { daily_budget_usd: Some(0.0), ..Default::default() });
-        assert_eq!(b.admit_at(t, &zero, "billing", 0.0, 0).unwrap_err().limit, Limit::KeyDaily);
+        let zero = key(NewKey {
+            daily_budget_usd: Some(0.0),
+            ..Default::default()
+        });
+        assert_eq!(
+            b.admit_at(t, &zero, "billing", 0.0, 0).unwrap_err().limit,
+            Limit::KeyDaily
+        );
     }
 
     #[test]
     fn settle_replaces_the_estimate_and_drop_releases() {
         let b = Budget::new(&BudgetConfig::default());
-        let k = key(NewKey { daily_budget_usd: Some(1.0), tpm: Some(1000), rpm: Some(100), ..Default::default() });
+        let k = key(NewKey {
+            daily_budget_usd: Some(1.0),
+            tpm: Some(1000),
+            rpm: Some(100),
+            ..Default::default()
+        });
         let r = b.admit(&k, "billing", 0.5, 800).unwrap();
         assert_eq!(b.key_usage("key_t"), (500_000, 0, 1, 800));
         // Another 0.6 does not fit while 0.5 is reserved…
-        assert_eq!(b.admit(&k, "billing", 0.6, 10).unwrap_err().limit, Limit::KeyDaily);
+        assert_eq!(
+            b.admit(&k, "billing", 0.6, 10).unwrap_err().limit,
+            Limit::KeyDaily
+        );
         r.settle(0.1, 150);
         assert_eq!(b.key_usage("key_t"), (100_000, 0, 1, 150));
         // …and fits once the real cost is known.
@@ -581,14 +757,23 @@ mod tests {
         drop(r2);
         assert_eq!(b.key_usage("key_t"), (100_000, 0, 1, 150));
         // A rejected admission holds nothing (the TPM step was taken, then rolled back).
-        assert_eq!(b.admit(&k, "billing", 0.95, 10).unwrap_err().limit, Limit::KeyDaily);
+        assert_eq!(
+            b.admit(&k, "billing", 0.95, 10).unwrap_err().limit,
+            Limit::KeyDaily
+        );
         assert_eq!(b.key_usage("key_t"), (100_000, 0, 1, 150));
     }
 
     #[test]
     fn app_limits_apply_across_keys_and_follow_reload() {
         let mut cfg = BudgetConfig::default();
-        cfg.apps.insert("billing".into(), AppLimits { daily_budget_usd: Some(1.0), monthly_budget_usd: None });
+        cfg.apps.insert(
+            "billing".into(),
+            AppLimits {
+                daily_budget_usd: Some(1.0),
+                monthly_budget_usd: None,
+            },
+        );
         let b = Budget::new(&cfg);
         let k1 = KeyInfo::unstored("k1", "billing", &NewKey::default());
         let k2 = KeyInfo::unstored("k2", "billing", &NewKey::default());
@@ -609,15 +794,26 @@ mod tests {
         for with_app_limit in [false, true] {
             let mut cfg = BudgetConfig::default();
             if with_app_limit {
-                cfg.apps.insert("billing".into(), AppLimits { daily_budget_usd: Some(1.0), monthly_budget_usd: Some(1.0) });
+                cfg.apps.insert(
+                    "billing".into(),
+                    AppLimits {
+                        daily_budget_usd: Some(1.0),
+                        monthly_budget_usd: Some(1.0),
+                    },
+                );
             }
             let b = Arc::new(Budget::new(&cfg));
-            let k = Arc::new(key(NewKey { daily_budget_usd: Some(1.0), monthly_budget_usd: Some(1.0), ..Default::default() }));
+            let k = Arc::new(key(NewKey {
+                daily_budget_usd: Some(1.0),
+                monthly_budget_usd: Some(1.0),
+                ..Default::default()
+            }));
             let barrier = Arc::new(Barrier::new(200));
             let admitted = Arc::new(AtomicUsize::new(0));
             let threads: Vec<_> = (0..200)
                 .map(|_| {
-                    let (b, k, barrier, admitted) = (b.clone(), k.clone(), barrier.clone(), admitted.clone());
+                    let (b, k, barrier, admitted) =
+                        (b.clone(), k.clone(), barrier.clone(), admitted.clone());
                     std::thread::spawn(move || {
                         barrier.wait();
                         if let Ok(r) = b.admit(&k, "billing", 0.02, 10) {

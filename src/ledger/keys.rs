@@ -62,7 +62,11 @@ pub struct KeyInfo {
 impl KeyInfo {
     /// True if `name` (requested model, route or `provider/model`) matches one of the allowed globs.
     pub fn allows_model(&self, name: &str) -> bool {
-        self.allowed_models.is_empty() || self.allowed_models.iter().any(|g| glob_match(g.as_bytes(), name.as_bytes()))
+        self.allowed_models.is_empty()
+            || self
+                .allowed_models
+                .iter()
+                .any(|g| glob_match(g.as_bytes(), name.as_bytes()))
     }
 
     /// A key with the given limits that is not stored anywhere (tests, benches, config-defined keys).
@@ -170,13 +174,25 @@ pub(crate) fn ensure_schema(conn: &rusqlite::Connection) -> Result<(), LedgerErr
 fn validate(new: &NewKey) -> Result<(), LedgerError> {
     let bad_usd = |v: Option<f64>| v.is_some_and(|v| !v.is_finite() || v < 0.0);
     if bad_usd(new.daily_budget_usd) {
-        return Err(LedgerError::Invalid { field: "daily_budget_usd", reason: "must be a finite number >= 0" });
+        return Err(LedgerError::Invalid {
+            field: "daily_budget_usd",
+            reason: "must be a finite number >= 0",
+        });
     }
     if bad_usd(new.monthly_budget_usd) {
-        return Err(LedgerError::Invalid { field: "monthly_budget_usd", reason: "must be a finite number >= 0" });
+        return Err(LedgerError::Invalid {
+            field: "monthly_budget_usd",
+            reason: "must be a finite number >= 0",
+        });
     }
-    if new.security_threshold.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
-        return Err(LedgerError::Invalid { field: "security_threshold", reason: "must be within 0..=1" });
+    if new
+        .security_threshold
+        .is_some_and(|t| !(0.0..=1.0).contains(&t))
+    {
+        return Err(LedgerError::Invalid {
+            field: "security_threshold",
+            reason: "must be within 0..=1",
+        });
     }
     Ok(())
 }
@@ -185,7 +201,10 @@ impl KeyStore {
     /// Opens the key table in the ledger file at `path` (creating it) and loads the snapshot.
     pub fn open(path: impl AsRef<Path>) -> Result<KeyStore, LedgerError> {
         let conn = open_db(path.as_ref())?;
-        let store = KeyStore { conn: Mutex::new(conn), snapshot: ArcSwap::from_pointee(KeySnapshot::default()) };
+        let store = KeyStore {
+            conn: Mutex::new(conn),
+            snapshot: ArcSwap::from_pointee(KeySnapshot::default()),
+        };
         store.reload()?;
         Ok(store)
     }
@@ -245,12 +264,19 @@ impl KeyStore {
     pub fn revoke(&self, id: &str) -> Result<(), LedgerError> {
         let now = now_ms() as i64;
         let found = self.with_conn(|c| {
-            c.query_row("SELECT 1 FROM keys WHERE id = ?1", [id], |_| Ok(())).optional().map(|o| o.is_some())
+            c.query_row("SELECT 1 FROM keys WHERE id = ?1", [id], |_| Ok(()))
+                .optional()
+                .map(|o| o.is_some())
         })?;
         if !found {
             return Err(LedgerError::UnknownKey { id: id.to_string() });
         }
-        self.with_conn(|c| c.execute("UPDATE keys SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL", rusqlite::params![id, now]))?;
+        self.with_conn(|c| {
+            c.execute(
+                "UPDATE keys SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
+                rusqlite::params![id, now],
+            )
+        })?;
         self.reload()
     }
 
@@ -260,7 +286,10 @@ impl KeyStore {
         let keys = self.with_conn(load_all)?;
         let mut snap = KeySnapshot::default();
         for k in keys.into_iter().filter(|k| k.revoked_ms.is_none()) {
-            snap.by_tag.entry(tag(&k.hash)).or_default().push(Arc::new(k));
+            snap.by_tag
+                .entry(tag(&k.hash))
+                .or_default()
+                .push(Arc::new(k));
         }
         self.snapshot.store(Arc::new(snap));
         Ok(())
@@ -284,7 +313,10 @@ impl KeyStore {
         found
     }
 
-    fn with_conn<T>(&self, f: impl FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error>) -> Result<T, LedgerError> {
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error>,
+    ) -> Result<T, LedgerError> {
         // A poisoned lock only means another admin call panicked; the connection is still valid.
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         Ok(f(&conn)?)
@@ -363,7 +395,11 @@ mod tests {
         // The plaintext is not stored anywhere in the table.
         let conn = rusqlite::Connection::open(&path).unwrap();
         let dump: String = conn
-            .query_row("SELECT group_concat(id || prefix || hex(hash) || app || allowed_models) FROM keys", [], |r| r.get(0))
+            .query_row(
+                "SELECT group_concat(id || prefix || hex(hash) || app || allowed_models) FROM keys",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert!(!dump.contains(&plain[6..]));
 
@@ -379,8 +415,16 @@ mod tests {
         assert!(store.lookup(&plain).is_none());
         assert!(store.lookup(&plain2).is_some());
         let listed = store.list().unwrap();
-        assert!(listed.iter().find(|k| k.id == info.id).unwrap().revoked_ms.is_some());
-        assert!(matches!(store.revoke("key_nope"), Err(LedgerError::UnknownKey { .. })));
+        assert!(listed
+            .iter()
+            .find(|k| k.id == info.id)
+            .unwrap()
+            .revoked_ms
+            .is_some());
+        assert!(matches!(
+            store.revoke("key_nope"),
+            Err(LedgerError::UnknownKey { .. })
+        ));
         // The other process's snapshot still has it until it reloads.
         assert!(other.lookup(&plain).is_some());
         other.reload().unwrap();
@@ -391,10 +435,28 @@ mod tests {
     fn invalid_limits_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = KeyStore::open(dir.path().join("l.db")).unwrap();
-        let bad = NewKey { daily_budget_usd: Some(-1.0), ..NewKey::default() };
-        assert!(matches!(store.create(&bad), Err(LedgerError::Invalid { field: "daily_budget_usd", .. })));
-        let bad = NewKey { security_threshold: Some(2.0), ..NewKey::default() };
-        assert!(matches!(store.create(&bad), Err(LedgerError::Invalid { field: "security_threshold", .. })));
+        let bad = NewKey {
+            daily_budget_usd: Some(-1.0),
+            ..NewKey::default()
+        };
+        assert!(matches!(
+            store.create(&bad),
+            Err(LedgerError::Invalid {
+                field: "daily_budget_usd",
+                ..
+            })
+        ));
+        let bad = NewKey {
+            security_threshold: Some(2.0),
+            ..NewKey::default()
+        };
+        assert!(matches!(
+            store.create(&bad),
+            Err(LedgerError::Invalid {
+                field: "security_threshold",
+                ..
+            })
+        ));
         assert!(store.list().unwrap().is_empty());
     }
 

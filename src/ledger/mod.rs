@@ -30,7 +30,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("cannot open ledger database {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("ledger database: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("cannot start the ledger writer thread: {0}")]
@@ -44,7 +47,10 @@ pub enum LedgerError {
     #[error("key generation failed: {0}")]
     Random(String),
     #[error("invalid {field}: {reason}")]
-    Invalid { field: &'static str, reason: &'static str },
+    Invalid {
+        field: &'static str,
+        reason: &'static str,
+    },
 }
 
 /// Opens (creating if needed) the shared SQLite file with the ledger's settings.
@@ -55,11 +61,17 @@ pub enum LedgerError {
 /// open) and the file is never corrupted; only a power loss or kernel crash can drop the last
 /// commits, and the ledger accepts that rather than an fsync per 100 ms batch.
 pub(crate) fn open_db(path: &Path) -> Result<rusqlite::Connection, LedgerError> {
-    let open_err = |source| LedgerError::Open { path: path.to_path_buf(), source };
+    let open_err = |source| LedgerError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
     let conn = rusqlite::Connection::open(path).map_err(open_err)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(open_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(open_err)?;
     writer::ensure_schema(&conn)?;
     keys::ensure_schema(&conn)?;
     Ok(conn)

@@ -16,7 +16,8 @@ pub enum SecurityVerdict {
 }
 
 impl SecurityVerdict {
-    pub const ALL: [SecurityVerdict; 4] = [Self::Clean, Self::Warning, Self::Blocked, Self::Unscanned];
+    pub const ALL: [SecurityVerdict; 4] =
+        [Self::Clean, Self::Warning, Self::Blocked, Self::Unscanned];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -47,7 +48,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 4] = [Self::Ok, Self::ClientCancelled, Self::UpstreamBroken, Self::Error];
+    pub const ALL: [Outcome; 4] = [
+        Self::Ok,
+        Self::ClientCancelled,
+        Self::UpstreamBroken,
+        Self::Error,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -85,14 +85,19 @@ const BULK_MAX_BYTES: i64 = 64 << 20;
 
 /// Parses one reply from the front of `buf`. `Ok(None)`: need more bytes.
 pub(crate) fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, RedisError> {
-    let Some(cr) = buf.windows(2).position(|w| w == b"\r\n") else { return Ok(None) };
+    let Some(cr) = buf.windows(2).position(|w| w == b"\r\n") else {
+        return Ok(None);
+    };
     if cr == 0 {
         return Err(RedisError::Protocol("empty reply line"));
     }
     let line = &buf[1..cr];
     let after = cr + 2;
     let int = |l: &[u8]| -> Result<i64, RedisError> {
-        std::str::from_utf8(l).ok().and_then(|s| s.parse().ok()).ok_or(RedisError::Protocol("bad integer"))
+        std::str::from_utf8(l)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(RedisError::Protocol("bad integer"))
     };
     let text = |l: &[u8]| String::from_utf8_lossy(l).into_owned();
     Ok(Some(match buf[0] {
@@ -114,7 +119,10 @@ pub(crate) fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, RedisErr
             if &buf[after + n..after + n + 2] != b"\r\n" {
                 return Err(RedisError::Protocol("bulk string not terminated"));
             }
-            (Reply::Bulk(Some(buf[after..after + n].to_vec())), after + n + 2)
+            (
+                Reply::Bulk(Some(buf[after..after + n].to_vec())),
+                after + n + 2,
+            )
         }
         b'*' => {
             let n = int(line)?;
@@ -200,21 +208,35 @@ pub struct RedisState {
 impl RedisState {
     /// Parses the URL and resolves the host (blocking DNS: call at start-up, not on a core).
     pub fn new(config: RedisConfig) -> Result<Arc<RedisState>, RedisError> {
-        let rest = config.url.strip_prefix("redis://").ok_or(RedisError::Url { reason: "must start with redis://" })?;
+        let rest = config.url.strip_prefix("redis://").ok_or(RedisError::Url {
+            reason: "must start with redis://",
+        })?;
         let (auth, rest) = match rest.rsplit_once('@') {
             Some((a, r)) => (Some(a), r),
             None => (None, rest),
         };
-        let password = auth.map(|a| a.rsplit(':').next().unwrap_or(a).to_string()).filter(|p| !p.is_empty());
+        let password = auth
+            .map(|a| a.rsplit(':').next().unwrap_or(a).to_string())
+            .filter(|p| !p.is_empty());
         let (hostport, db) = match rest.split_once('/') {
             Some((h, "")) => (h, None),
-            Some((h, d)) => (h, Some(d.parse::<u32>().map_err(|_| RedisError::Url { reason: "database must be a number" })?)),
+            Some((h, d)) => (
+                h,
+                Some(d.parse::<u32>().map_err(|_| RedisError::Url {
+                    reason: "database must be a number",
+                })?),
+            ),
             None => (rest, None),
         };
         if hostport.is_empty() {
-            return Err(RedisError::Url { reason: "missing host" });
+            return Err(RedisError::Url {
+                reason: "missing host",
+            });
         }
-        let hostport = if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        let hostport = if hostport
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
             hostport.to_string()
         } else {
             format!("{hostport}:6379")
@@ -223,7 +245,9 @@ impl RedisState {
             .to_socket_addrs()
             .map_err(RedisError::Resolve)?
             .next()
-            .ok_or(RedisError::Url { reason: "host resolves to no address" })?;
+            .ok_or(RedisError::Url {
+                reason: "host resolves to no address",
+            })?;
         Ok(Arc::new(RedisState {
             config,
             addr,
@@ -243,7 +267,10 @@ impl RedisState {
 
     /// (failed Redis operations, admissions decided locally because Redis was down).
     pub fn failure_counts(&self) -> (u64, u64) {
-        (self.failures_total.load(Ordering::Relaxed), self.local_fallbacks_total.load(Ordering::Relaxed))
+        (
+            self.failures_total.load(Ordering::Relaxed),
+            self.local_fallbacks_total.load(Ordering::Relaxed),
+        )
     }
 
     /// Whether this admission should use Redis. While down, one caller per retry interval wins
@@ -256,7 +283,12 @@ impl RedisState {
         now_ms >= at
             && self
                 .retry_at_ms
-                .compare_exchange(at, now_ms + self.config.retry_after_down_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(
+                    at,
+                    now_ms + self.config.retry_after_down_ms,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
     }
 
@@ -266,7 +298,8 @@ impl RedisState {
 
     fn mark_down(&self, now_ms: u64) {
         self.failures_total.fetch_add(1, Ordering::Relaxed);
-        self.retry_at_ms.store(now_ms + self.config.retry_after_down_ms, Ordering::Relaxed);
+        self.retry_at_ms
+            .store(now_ms + self.config.retry_after_down_ms, Ordering::Relaxed);
         self.state.store(STATE_DOWN, Ordering::Relaxed);
     }
 
@@ -299,11 +332,20 @@ pub(crate) struct Settlement {
 impl RedisHold {
     /// Queues the deltas (indexed by plan step) for the core's next Redis round trip.
     pub(crate) fn settle(self, plan: &Plan, deltas: &[i64; 6]) {
-        let deltas: Vec<i64> = plan.steps.iter().zip(deltas).filter(|(s, _)| s.is_some()).map(|(_, d)| *d).collect();
+        let deltas: Vec<i64> = plan
+            .steps
+            .iter()
+            .zip(deltas)
+            .filter(|(s, _)| s.is_some())
+            .map(|(_, d)| *d)
+            .collect();
         if deltas.iter().all(|d| *d == 0) || self.pending.len() >= PENDING_MAX {
             return;
         }
-        let _ = self.pending.send(Settlement { keys: self.keys, deltas });
+        let _ = self.pending.send(Settlement {
+            keys: self.keys,
+            deltas,
+        });
     }
 }
 
@@ -352,7 +394,14 @@ pub struct RedisBudget {
 impl RedisBudget {
     pub fn new(budget: Arc<Budget>, state: Arc<RedisState>) -> RedisBudget {
         let (pending_tx, pending_rx) = crossbeam_channel::unbounded();
-        RedisBudget { budget, state, idle: RefCell::new(Vec::new()), shas: RefCell::new(None), pending_tx, pending_rx }
+        RedisBudget {
+            budget,
+            state,
+            idle: RefCell::new(Vec::new()),
+            shas: RefCell::new(None),
+            pending_tx,
+            pending_rx,
+        }
     }
 
     pub fn state(&self) -> &Arc<RedisState> {
@@ -361,16 +410,29 @@ impl RedisBudget {
 
     /// Like [`Budget::admit`], against the limits shared in Redis. Redis down or failing: the
     /// local counters decide (per-host limits), and `RedisState::is_up` turns false.
-    pub async fn admit(&self, key: &KeyInfo, app: &str, est_cost_usd: f64, est_tokens: u64) -> Result<Reservation, Rejection> {
+    pub async fn admit(
+        &self,
+        key: &KeyInfo,
+        app: &str,
+        est_cost_usd: f64,
+        est_tokens: u64,
+    ) -> Result<Reservation, Rejection> {
         let now = now_ms();
         let plan = self.budget.plan(now, key, app, est_cost_usd, est_tokens);
         if plan.iter().next().is_none() || !self.state.should_try(now) {
             if plan.iter().next().is_some() {
-                self.state.local_fallbacks_total.fetch_add(1, Ordering::Relaxed);
+                self.state
+                    .local_fallbacks_total
+                    .fetch_add(1, Ordering::Relaxed);
             }
-            return self.budget.admit_at(now, key, app, est_cost_usd, est_tokens);
+            return self
+                .budget
+                .admit_at(now, key, app, est_cost_usd, est_tokens);
         }
-        let keys: Vec<String> = plan.iter().map(|s| self.state.counter_key(s.limit, s.window, &key.id, app)).collect();
+        let keys: Vec<String> = plan
+            .iter()
+            .map(|s| self.state.counter_key(s.limit, s.window, &key.id, app))
+            .collect();
         let mut argv: Vec<Vec<u8>> = Vec::with_capacity(keys.len() * 3);
         for s in plan.iter() {
             let ttl = plan.windows.left_s(s.limit.window()) + TTL_MARGIN_S;
@@ -382,18 +444,27 @@ impl RedisBudget {
             Ok(0) => {
                 self.state.mark_up();
                 let mut r = self.budget.force(now, key, app, est_cost_usd, est_tokens);
-                r.redis = Some(RedisHold { keys, pending: self.pending_tx.clone() });
+                r.redis = Some(RedisHold {
+                    keys,
+                    pending: self.pending_tx.clone(),
+                });
                 Ok(r)
             }
             Ok(i) => {
                 self.state.mark_up();
-                let limit = plan.iter().nth((i - 1).max(0) as usize).map_or(Limit::KeyDaily, |s| s.limit);
+                let limit = plan
+                    .iter()
+                    .nth((i - 1).max(0) as usize)
+                    .map_or(Limit::KeyDaily, |s| s.limit);
                 Err(plan.rejection(limit))
             }
             Err(_) => {
                 self.state.mark_down(now);
-                self.state.local_fallbacks_total.fetch_add(1, Ordering::Relaxed);
-                self.budget.admit_at(now, key, app, est_cost_usd, est_tokens)
+                self.state
+                    .local_fallbacks_total
+                    .fetch_add(1, Ordering::Relaxed);
+                self.budget
+                    .admit_at(now, key, app, est_cost_usd, est_tokens)
             }
         }
     }
@@ -436,26 +507,48 @@ impl RedisBudget {
         Ok(reply)
     }
 
-    async fn eval(&self, script: Script, keys: &[String], argv: &[Vec<u8>]) -> Result<i64, RedisError> {
+    async fn eval(
+        &self,
+        script: Script,
+        keys: &[String],
+        argv: &[Vec<u8>],
+    ) -> Result<i64, RedisError> {
         let mut conn = self.conn().await?;
-        let n = self.with_timeout("command", self.eval_on(&mut conn, script, keys, argv)).await?;
+        let n = self
+            .with_timeout("command", self.eval_on(&mut conn, script, keys, argv))
+            .await?;
         self.put_back(conn);
         Ok(n)
     }
 
     /// Pending settlements, then `script`, pipelined in one write.
-    async fn eval_on(&self, conn: &mut Conn, script: Script, keys: &[String], argv: &[Vec<u8>]) -> Result<i64, RedisError> {
+    async fn eval_on(
+        &self,
+        conn: &mut Conn,
+        script: Script,
+        keys: &[String],
+        argv: &[Vec<u8>],
+    ) -> Result<i64, RedisError> {
         let pending: Vec<Settlement> = self.pending_rx.try_iter().collect();
         let mut out = Vec::new();
         for s in &pending {
-            let argv: Vec<Vec<u8>> = s.deltas.iter().map(|d| d.to_string().into_bytes()).collect();
+            let argv: Vec<Vec<u8>> = s
+                .deltas
+                .iter()
+                .map(|d| d.to_string().into_bytes())
+                .collect();
             self.encode_eval(&mut out, Script::Settle, true, &s.keys, &argv);
         }
         self.encode_eval(&mut out, script, true, keys, argv);
         conn.send(out).await?;
         for s in &pending {
-            let argv: Vec<Vec<u8>> = s.deltas.iter().map(|d| d.to_string().into_bytes()).collect();
-            self.finish_eval(conn, Script::Settle, &s.keys, &argv).await?;
+            let argv: Vec<Vec<u8>> = s
+                .deltas
+                .iter()
+                .map(|d| d.to_string().into_bytes())
+                .collect();
+            self.finish_eval(conn, Script::Settle, &s.keys, &argv)
+                .await?;
         }
         self.finish_eval(conn, script, keys, argv).await
     }
@@ -468,13 +561,22 @@ impl RedisBudget {
         let fut = async {
             let mut out = Vec::new();
             for s in &pending {
-                let argv: Vec<Vec<u8>> = s.deltas.iter().map(|d| d.to_string().into_bytes()).collect();
+                let argv: Vec<Vec<u8>> = s
+                    .deltas
+                    .iter()
+                    .map(|d| d.to_string().into_bytes())
+                    .collect();
                 self.encode_eval(&mut out, Script::Settle, true, &s.keys, &argv);
             }
             conn.send(out).await?;
             for s in &pending {
-                let argv: Vec<Vec<u8>> = s.deltas.iter().map(|d| d.to_string().into_bytes()).collect();
-                self.finish_eval(conn, Script::Settle, &s.keys, &argv).await?;
+                let argv: Vec<Vec<u8>> = s
+                    .deltas
+                    .iter()
+                    .map(|d| d.to_string().into_bytes())
+                    .collect();
+                self.finish_eval(conn, Script::Settle, &s.keys, &argv)
+                    .await?;
             }
             Ok(())
         };
@@ -490,7 +592,13 @@ impl RedisBudget {
 
     /// Reads one EVALSHA reply; on NOSCRIPT (script cache flushed) re-runs it with EVAL, which
     /// is exactly-once because a NOSCRIPT command did not run.
-    async fn finish_eval(&self, conn: &mut Conn, script: Script, keys: &[String], argv: &[Vec<u8>]) -> Result<i64, RedisError> {
+    async fn finish_eval(
+        &self,
+        conn: &mut Conn,
+        script: Script,
+        keys: &[String],
+        argv: &[Vec<u8>],
+    ) -> Result<i64, RedisError> {
         let reply = match conn.read_reply().await? {
             Reply::Error(e) if e.starts_with("NOSCRIPT") => {
                 let mut out = Vec::new();
@@ -507,7 +615,14 @@ impl RedisBudget {
         }
     }
 
-    fn encode_eval(&self, out: &mut Vec<u8>, script: Script, by_sha: bool, keys: &[String], argv: &[Vec<u8>]) {
+    fn encode_eval(
+        &self,
+        out: &mut Vec<u8>,
+        script: Script,
+        by_sha: bool,
+        keys: &[String],
+        argv: &[Vec<u8>],
+    ) {
         let shas = self.shas.borrow();
         let (body, sha) = match (script, shas.as_ref()) {
             (Script::Admit, s) => (ADMIT_LUA, s.map(|s| s.0.as_str())),
@@ -531,8 +646,16 @@ impl RedisBudget {
         encode_command(out, &args);
     }
 
-    async fn with_timeout<T>(&self, what: &'static str, f: impl std::future::Future<Output = Result<T, RedisError>>) -> Result<T, RedisError> {
-        let ms = if what == "connect" { self.state.config.connect_timeout_ms } else { self.state.config.command_timeout_ms };
+    async fn with_timeout<T>(
+        &self,
+        what: &'static str,
+        f: impl std::future::Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, RedisError> {
+        let ms = if what == "connect" {
+            self.state.config.connect_timeout_ms
+        } else {
+            self.state.config.command_timeout_ms
+        };
         match monoio::time::timeout(Duration::from_millis(ms.max(1)), f).await {
             Ok(r) => r,
             Err(_) => Err(RedisError::Timeout { what }),
@@ -545,14 +668,22 @@ impl RedisBudget {
             return Ok(c);
         }
         self.with_timeout("connect", async {
-            let stream = TcpStream::connect_addr(self.state.addr).await.map_err(RedisError::Connect)?;
+            let stream = TcpStream::connect_addr(self.state.addr)
+                .await
+                .map_err(RedisError::Connect)?;
             let _ = stream.set_nodelay(true);
-            let mut conn = Conn { stream, rbuf: Vec::with_capacity(512), chunk: vec![0; 4096] };
+            let mut conn = Conn {
+                stream,
+                rbuf: Vec::with_capacity(512),
+                chunk: vec![0; 4096],
+            };
             if let Some(p) = &self.state.password {
-                self.setup(&mut conn, &[b"AUTH", p.as_bytes()], "AUTH").await?;
+                self.setup(&mut conn, &[b"AUTH", p.as_bytes()], "AUTH")
+                    .await?;
             }
             if let Some(db) = self.state.db {
-                self.setup(&mut conn, &[b"SELECT", db.to_string().as_bytes()], "SELECT").await?;
+                self.setup(&mut conn, &[b"SELECT", db.to_string().as_bytes()], "SELECT")
+                    .await?;
             }
             if self.shas.borrow().is_none() {
                 let admit = self.load_script(&mut conn, ADMIT_LUA).await?;
@@ -564,7 +695,12 @@ impl RedisBudget {
         .await
     }
 
-    async fn setup(&self, conn: &mut Conn, args: &[&[u8]], command: &'static str) -> Result<(), RedisError> {
+    async fn setup(
+        &self,
+        conn: &mut Conn,
+        args: &[&[u8]],
+        command: &'static str,
+    ) -> Result<(), RedisError> {
         let mut out = Vec::new();
         encode_command(&mut out, args);
         conn.send(out).await?;
@@ -580,9 +716,13 @@ impl RedisBudget {
         encode_command(&mut out, &[b"SCRIPT", b"LOAD", body.as_bytes()]);
         conn.send(out).await?;
         match conn.read_reply().await? {
-            Reply::Bulk(Some(sha)) => String::from_utf8(sha).map_err(|_| RedisError::Protocol("script sha not UTF-8")),
+            Reply::Bulk(Some(sha)) => {
+                String::from_utf8(sha).map_err(|_| RedisError::Protocol("script sha not UTF-8"))
+            }
             Reply::Error(e) => Err(RedisError::Server(e)),
-            _ => Err(RedisError::Unexpected { command: "SCRIPT LOAD" }),
+            _ => Err(RedisError::Unexpected {
+                command: "SCRIPT LOAD",
+            }),
         }
     }
 
@@ -618,7 +758,11 @@ mod tests {
             Reply::Int(-42),
             Reply::Bulk(Some(b"he\r\nl".to_vec())),
             Reply::Bulk(None),
-            Reply::Array(Some(vec![Reply::Int(1), Reply::Bulk(Some(vec![])), Reply::Array(None)])),
+            Reply::Array(Some(vec![
+                Reply::Int(1),
+                Reply::Bulk(Some(vec![])),
+                Reply::Array(None),
+            ])),
             Reply::Array(Some(vec![])),
         ];
         for split in 0..=wire.len() {
@@ -669,8 +813,14 @@ mod tests {
         let s = RedisState::new(RedisConfig::new("redis://127.0.0.1")).unwrap();
         assert_eq!(s.addr.port(), 6379);
         assert!(!s.is_up());
-        assert!(matches!(RedisState::new(RedisConfig::new("http://x")), Err(RedisError::Url { .. })));
-        assert!(matches!(RedisState::new(RedisConfig::new("redis://h:1/x")), Err(RedisError::Url { .. })));
+        assert!(matches!(
+            RedisState::new(RedisConfig::new("http://x")),
+            Err(RedisError::Url { .. })
+        ));
+        assert!(matches!(
+            RedisState::new(RedisConfig::new("redis://h:1/x")),
+            Err(RedisError::Url { .. })
+        ));
     }
 
     /// A throwaway `redis-server` on a free loopback port; killed on drop.
@@ -682,7 +832,16 @@ mod tests {
     impl TestRedis {
         fn start_on(port: u16) -> TestRedis {
             let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -696,7 +855,11 @@ mod tests {
         }
 
         fn start() -> TestRedis {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
             Self::start_on(port)
         }
 
@@ -723,7 +886,11 @@ mod tests {
     }
 
     fn run<F: std::future::Future>(f: F) -> F::Output {
-        monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build().unwrap().block_on(f)
+        monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     fn redis_get(rb: &RedisBudget, key: &str) -> i64 {
@@ -738,13 +905,23 @@ mod tests {
     #[test]
     fn two_hosts_share_one_budget_through_redis() {
         let redis = TestRedis::start();
-        let key = Arc::new(KeyInfo::unstored("key_shared", "billing", &NewKey { daily_budget_usd: Some(1.0), ..Default::default() }));
+        let key = Arc::new(KeyInfo::unstored(
+            "key_shared",
+            "billing",
+            &NewKey {
+                daily_budget_usd: Some(1.0),
+                ..Default::default()
+            },
+        ));
         let hosts: Vec<_> = (0..2)
             .map(|_| {
                 let (cfg, key) = (redis.config(), key.clone());
                 std::thread::spawn(move || {
                     let budget = Arc::new(Budget::new(&BudgetConfig::default()));
-                    let rb = Rc::new(RedisBudget::new(budget.clone(), RedisState::new(cfg).unwrap()));
+                    let rb = Rc::new(RedisBudget::new(
+                        budget.clone(),
+                        RedisState::new(cfg).unwrap(),
+                    ));
                     let admitted = run(async {
                         let tasks: Vec<_> = (0..100)
                             .map(|_| {
@@ -778,10 +955,19 @@ mod tests {
             })
             .collect();
         let total: usize = hosts.into_iter().map(|h| h.join().unwrap()).sum();
-        assert_eq!(total, 50, "two hosts together admitted {total} of a budget for 50");
-        let probe = RedisBudget::new(Arc::new(Budget::new(&BudgetConfig::default())), RedisState::new(redis.config()).unwrap());
+        assert_eq!(
+            total, 50,
+            "two hosts together admitted {total} of a budget for 50"
+        );
+        let probe = RedisBudget::new(
+            Arc::new(Budget::new(&BudgetConfig::default())),
+            RedisState::new(redis.config()).unwrap(),
+        );
         let day = super::super::budget::Windows::at(now_ms()).day;
-        assert_eq!(redis_get(&probe, &format!("tf:k:key_shared:d:{day}")), 1_000_000);
+        assert_eq!(
+            redis_get(&probe, &format!("tf:k:key_shared:d:{day}")),
+            1_000_000
+        );
     }
 
     #[test]
@@ -789,7 +975,15 @@ mod tests {
         let redis = TestRedis::start();
         let budget = Arc::new(Budget::new(&BudgetConfig::default()));
         let rb = RedisBudget::new(budget, RedisState::new(redis.config()).unwrap());
-        let key = KeyInfo::unstored("key_s", "app", &NewKey { daily_budget_usd: Some(10.0), tpm: Some(10_000), ..Default::default() });
+        let key = KeyInfo::unstored(
+            "key_s",
+            "app",
+            &NewKey {
+                daily_budget_usd: Some(10.0),
+                tpm: Some(10_000),
+                ..Default::default()
+            },
+        );
         let w = super::super::budget::Windows::at(now_ms());
         let day_key = format!("tf:k:key_s:d:{}", w.day);
         let tpm_key = format!("tf:k:key_s:tpm:{}", w.minute);
@@ -815,17 +1009,47 @@ mod tests {
     fn redis_rejection_names_the_limit_that_refused() {
         let redis = TestRedis::start();
         let mut cfg = BudgetConfig::default();
-        cfg.apps.insert("shop".into(), super::super::budget::AppLimits { daily_budget_usd: Some(0.5), monthly_budget_usd: None });
-        let rb = RedisBudget::new(Arc::new(Budget::new(&cfg)), RedisState::new(redis.config()).unwrap());
-        let key = KeyInfo::unstored("key_r", "shop", &NewKey { rpm: Some(100), daily_budget_usd: Some(1.0), ..Default::default() });
-        let zero = KeyInfo::unstored("key_z", "shop", &NewKey { tpm: Some(0), ..Default::default() });
+        cfg.apps.insert(
+            "shop".into(),
+            super::super::budget::AppLimits {
+                daily_budget_usd: Some(0.5),
+                monthly_budget_usd: None,
+            },
+        );
+        let rb = RedisBudget::new(
+            Arc::new(Budget::new(&cfg)),
+            RedisState::new(redis.config()).unwrap(),
+        );
+        let key = KeyInfo::unstored(
+            "key_r",
+            "shop",
+            &NewKey {
+                rpm: Some(100),
+                daily_budget_usd: Some(1.0),
+                ..Default::default()
+            },
+        );
+        let zero = KeyInfo::unstored(
+            "key_z",
+            "shop",
+            &NewKey {
+                tpm: Some(0),
+                ..Default::default()
+            },
+        );
         run(async {
-            rb.admit(&key, "shop", 0.4, 10).await.unwrap().settle(0.4, 10);
+            rb.admit(&key, "shop", 0.4, 10)
+                .await
+                .unwrap()
+                .settle(0.4, 10);
             // The key's daily budget would fit 0.2 more; the app's does not.
             let e = rb.admit(&key, "shop", 0.2, 10).await.unwrap_err();
             assert_eq!(e.limit, Limit::AppDaily);
             assert!(e.retry_after_s > 0 && e.retry_after_s <= 86_400);
-            assert_eq!(rb.admit(&zero, "other", 0.0, 0).await.unwrap_err().limit, Limit::KeyTpm);
+            assert_eq!(
+                rb.admit(&zero, "other", 0.0, 0).await.unwrap_err().limit,
+                Limit::KeyTpm
+            );
         });
         assert!(rb.state().is_up());
         assert_eq!(rb.state().failure_counts(), (0, 0));
@@ -837,7 +1061,14 @@ mod tests {
         let port = redis.port;
         let budget = Arc::new(Budget::new(&BudgetConfig::default()));
         let rb = RedisBudget::new(budget.clone(), RedisState::new(redis.config()).unwrap());
-        let key = KeyInfo::unstored("key_f", "app", &NewKey { daily_budget_usd: Some(1.0), ..Default::default() });
+        let key = KeyInfo::unstored(
+            "key_f",
+            "app",
+            &NewKey {
+                daily_budget_usd: Some(1.0),
+                ..Default::default()
+            },
+        );
         run(async {
             rb.ping().await.unwrap();
             assert!(rb.state().is_up());
@@ -849,12 +1080,18 @@ mod tests {
             let a = rb.admit(&key, "app", 0.3, 0).await.unwrap();
             assert!(!rb.state().is_up());
             let b = rb.admit(&key, "app", 0.3, 0).await.unwrap();
-            assert_eq!(rb.admit(&key, "app", 0.3, 0).await.unwrap_err().limit, Limit::KeyDaily);
+            assert_eq!(
+                rb.admit(&key, "app", 0.3, 0).await.unwrap_err().limit,
+                Limit::KeyDaily
+            );
             a.settle(0.3, 0);
             b.settle(0.3, 0);
         });
         let (failures, fallbacks) = rb.state().failure_counts();
-        assert!(failures >= 1 && fallbacks == 3, "failures {failures}, fallbacks {fallbacks}");
+        assert!(
+            failures >= 1 && fallbacks == 3,
+            "failures {failures}, fallbacks {fallbacks}"
+        );
         assert_eq!(budget.key_usage("key_f").0, 900_000);
 
         // Redis comes back on the same port: after the retry interval one request probes it.

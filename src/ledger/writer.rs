@@ -36,7 +36,12 @@ pub struct LedgerConfig {
 
 impl Default for LedgerConfig {
     fn default() -> Self {
-        Self { flush_interval_ms: 100, batch_max: 4096, ring_capacity: 8192, overflow_soft_max: 65536 }
+        Self {
+            flush_interval_ms: 100,
+            batch_max: 4096,
+            ring_capacity: 8192,
+            overflow_soft_max: 65536,
+        }
     }
 }
 
@@ -102,7 +107,10 @@ pub struct LedgerHandle {
 impl Ledger {
     /// Opens (or creates) the database at `path`, checks the schema, and starts the writer thread.
     /// `Err` if the file cannot be opened as a SQLite database or the thread cannot start.
-    pub fn open(path: impl AsRef<std::path::Path>, config: LedgerConfig) -> Result<Ledger, LedgerError> {
+    pub fn open(
+        path: impl AsRef<std::path::Path>,
+        config: LedgerConfig,
+    ) -> Result<Ledger, LedgerError> {
         let conn = open_db(path.as_ref())?;
         let (register_tx, register_rx) = crossbeam_channel::unbounded();
         let (overflow_tx, overflow_rx) = crossbeam_channel::unbounded();
@@ -133,7 +141,11 @@ impl Ledger {
             .spawn(move || writer.run())
             .map_err(LedgerError::Spawn)?;
         let _ = shared.writer.set(thread.thread().clone());
-        Ok(Ledger { shared, ring_capacity: config.ring_capacity.max(2), thread: Some(thread) })
+        Ok(Ledger {
+            shared,
+            ring_capacity: config.ring_capacity.max(2),
+            thread: Some(thread),
+        })
     }
 
     /// A new hand-off endpoint for one worker core (cold path: call once per core at start).
@@ -143,7 +155,12 @@ impl Ledger {
         // handle then answers `Closed` because `shutdown` is set.
         let _ = self.shared.register_tx.send(consumer);
         self.shared.wake_writer();
-        LedgerHandle { ring, shared: self.shared.clone(), wake_at_free_slots: self.ring_capacity / 2, woke: false }
+        LedgerHandle {
+            ring,
+            shared: self.shared.clone(),
+            wake_at_free_slots: self.ring_capacity / 2,
+            woke: false,
+        }
     }
 
     pub fn counters(&self) -> LedgerCounters {
@@ -165,7 +182,9 @@ impl Ledger {
         }
         let c = counters_of(&self.shared);
         if c.overflow_depth > 0 {
-            return Err(LedgerError::Unflushed { records: c.overflow_depth });
+            return Err(LedgerError::Unflushed {
+                records: c.overflow_depth,
+            });
         }
         Ok(c)
     }
@@ -266,7 +285,9 @@ impl Writer {
                 }
                 if !self.pending.is_empty() {
                     // Last chance failed: keep the count visible to `shutdown`.
-                    self.shared.overflow_depth.fetch_add(self.pending.len(), Ordering::Relaxed);
+                    self.shared
+                        .overflow_depth
+                        .fetch_add(self.pending.len(), Ordering::Relaxed);
                 }
                 return;
             }
@@ -297,7 +318,8 @@ impl Writer {
             }
         }
         // A handle dropped with its ring empty is done.
-        self.consumers.retain(|c| !(c.is_abandoned() && c.is_empty()));
+        self.consumers
+            .retain(|c| !(c.is_abandoned() && c.is_empty()));
         while self.pending.len() < cap {
             match self.overflow_rx.try_recv() {
                 Ok(r) => {
@@ -316,11 +338,15 @@ impl Writer {
             match insert_batch(&mut self.conn, &self.pending[..n]) {
                 Ok(()) => {
                     self.pending.drain(..n);
-                    self.shared.written_total.fetch_add(n as u64, Ordering::Relaxed);
+                    self.shared
+                        .written_total
+                        .fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Err(_) => {
                     // Disk full, database locked past busy_timeout…: keep the records, retry next tick.
-                    self.shared.failed_flushes_total.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .failed_flushes_total
+                        .fetch_add(1, Ordering::Relaxed);
                     return false;
                 }
             }
@@ -363,7 +389,10 @@ pub(crate) fn ensure_schema(conn: &rusqlite::Connection) -> Result<(), LedgerErr
     Ok(())
 }
 
-fn insert_batch(conn: &mut rusqlite::Connection, recs: &[UsageRecord]) -> Result<(), rusqlite::Error> {
+fn insert_batch(
+    conn: &mut rusqlite::Connection,
+    recs: &[UsageRecord],
+) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction()?;
     {
         let mut st = tx.prepare_cached(
@@ -439,7 +468,11 @@ pub(crate) fn read_all(conn: &rusqlite::Connection) -> Result<Vec<UsageRecord>, 
             tier: row.get(7)?,
             model: row.get::<_, String>(8)?.into(),
             fallbacks: row.get(9)?,
-            fallback_models: fallback_models.split(',').filter(|s| !s.is_empty()).map(Into::into).collect(),
+            fallback_models: fallback_models
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(Into::into)
+                .collect(),
             prompt_tokens: row.get(11)?,
             completion_tokens: row.get(12)?,
             cost_usd: row.get(13)?,
@@ -498,7 +531,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.db");
         // A long interval: only shutdown can have written them.
-        let ledger = Ledger::open(&path, LedgerConfig { flush_interval_ms: 60_000, ..Default::default() }).unwrap();
+        let ledger = Ledger::open(
+            &path,
+            LedgerConfig {
+                flush_interval_ms: 60_000,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let mut h = ledger.handle();
         let recs: Vec<_> = (0..1000).map(sample).collect();
         for r in &recs {
@@ -515,7 +555,12 @@ mod tests {
     fn full_ring_overflows_without_loss_and_saturates_past_soft_max() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.db");
-        let cfg = LedgerConfig { flush_interval_ms: 60_000, batch_max: 100, ring_capacity: 16, overflow_soft_max: 50 };
+        let cfg = LedgerConfig {
+            flush_interval_ms: 60_000,
+            batch_max: 100,
+            ring_capacity: 16,
+            overflow_soft_max: 50,
+        };
         let ledger = Ledger::open(&path, cfg).unwrap();
         let mut handles: Vec<_> = (0..3).map(|_| ledger.handle()).collect();
         let mut answers = Vec::new();
@@ -537,7 +582,11 @@ mod tests {
         assert_eq!(c.written_total, 300);
         assert_eq!(c.overflow_depth, 0);
         let conn = rusqlite::Connection::open(&path).unwrap();
-        let mut seqs: Vec<u32> = read_all(&conn).unwrap().iter().map(|r| r.prompt_tokens).collect();
+        let mut seqs: Vec<u32> = read_all(&conn)
+            .unwrap()
+            .iter()
+            .map(|r| r.prompt_tokens)
+            .collect();
         seqs.sort();
         assert_eq!(seqs, (0..300).collect::<Vec<_>>());
     }
@@ -546,7 +595,12 @@ mod tests {
     fn saturation_is_reported_when_the_writer_cannot_keep_up() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.db");
-        let cfg = LedgerConfig { flush_interval_ms: 60_000, batch_max: 10, ring_capacity: 4, overflow_soft_max: 8 };
+        let cfg = LedgerConfig {
+            flush_interval_ms: 60_000,
+            batch_max: 10,
+            ring_capacity: 4,
+            overflow_soft_max: 8,
+        };
         let ledger = Ledger::open(&path, cfg).unwrap();
         // Hold a write lock so every flush fails and nothing drains past the pending cap.
         let blocker = rusqlite::Connection::open(&path).unwrap();
@@ -568,7 +622,14 @@ mod tests {
     fn periodic_flush_commits_within_the_interval() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.db");
-        let ledger = Ledger::open(&path, LedgerConfig { flush_interval_ms: 20, ..Default::default() }).unwrap();
+        let ledger = Ledger::open(
+            &path,
+            LedgerConfig {
+                flush_interval_ms: 20,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let mut h = ledger.handle();
         for i in 0..10 {
             h.record(sample(i));
@@ -576,11 +637,16 @@ mod tests {
         let reader = rusqlite::Connection::open(&path).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let n: i64 = reader.query_row("SELECT count(*) FROM usage", [], |r| r.get(0)).unwrap();
+            let n: i64 = reader
+                .query_row("SELECT count(*) FROM usage", [], |r| r.get(0))
+                .unwrap();
             if n == 10 {
                 break;
             }
-            assert!(Instant::now() < deadline, "records not flushed by the periodic tick");
+            assert!(
+                Instant::now() < deadline,
+                "records not flushed by the periodic tick"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         ledger.shutdown().unwrap();
@@ -593,8 +659,17 @@ mod tests {
     /// with its time. Returns at once unless the parent test started it.
     #[test]
     fn kill9_child_writer() {
-        let Ok(path) = std::env::var(CHILD_ENV) else { return };
-        let ledger = Ledger::open(&path, LedgerConfig { flush_interval_ms: KILL9_INTERVAL_MS, ..Default::default() }).unwrap();
+        let Ok(path) = std::env::var(CHILD_ENV) else {
+            return;
+        };
+        let ledger = Ledger::open(
+            &path,
+            LedgerConfig {
+                flush_interval_ms: KILL9_INTERVAL_MS,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let mut h = ledger.handle();
         let mut out = std::io::stdout().lock();
         for seq in 0u32.. {
@@ -615,7 +690,12 @@ mod tests {
         let path = dir.path().join("ledger.db");
         let exe = std::env::current_exe().unwrap();
         let mut child = std::process::Command::new(exe)
-            .args(["--exact", "ledger::writer::tests::kill9_child_writer", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "ledger::writer::tests::kill9_child_writer",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, &path)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -628,7 +708,11 @@ mod tests {
         // Run for several intervals, then SIGKILL mid-stream.
         while started.elapsed() < Duration::from_millis(800) {
             let Some(Ok(line)) = lines.next() else { break };
-            let mut it = line.strip_prefix("acked ").map(|l| l.split(' ')).into_iter().flatten();
+            let mut it = line
+                .strip_prefix("acked ")
+                .map(|l| l.split(' '))
+                .into_iter()
+                .flatten();
             if let (Some(s), Some(t)) = (it.next(), it.next()) {
                 acked.push((s.parse().unwrap(), t.parse().unwrap()));
             }
@@ -636,10 +720,16 @@ mod tests {
         child.kill().unwrap(); // SIGKILL: no destructor, no shutdown, no final flush.
         let killed_at_ms = super::super::now_ms();
         child.wait().unwrap();
-        assert!(acked.len() > 100, "child acknowledged too few records: {}", acked.len());
+        assert!(
+            acked.len() > 100,
+            "child acknowledged too few records: {}",
+            acked.len()
+        );
 
         let conn = super::super::open_db(&path).unwrap();
-        let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        let ok: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(ok, "ok");
         let rows = read_all(&conn).unwrap();
         let seqs: Vec<u32> = rows.iter().map(|r| r.prompt_tokens).collect();
@@ -647,7 +737,10 @@ mod tests {
         assert_eq!(seqs, (0..seqs.len() as u32).collect::<Vec<_>>());
         assert!(!seqs.is_empty(), "nothing was committed before the kill");
         let last_acked = acked.last().copied().unwrap_or((0, 0));
-        let first_lost_ms = acked.iter().find(|(s, _)| *s as usize >= seqs.len()).map(|(_, t)| *t);
+        let first_lost_ms = acked
+            .iter()
+            .find(|(s, _)| *s as usize >= seqs.len())
+            .map(|(_, t)| *t);
         eprintln!(
             "kill -9: {} acked (read), {} committed, last ack {} ms before the kill, first lost record acked {:?} ms before the kill",
             acked.len(),
@@ -658,9 +751,14 @@ mod tests {
         // Every record acknowledged more than one interval (+ scheduling slack on this shared
         // 2-core machine) before the kill is in the database.
         let slack_ms = 250;
-        let must_have = acked.iter().filter(|(_, t)| *t + KILL9_INTERVAL_MS + slack_ms < killed_at_ms);
+        let must_have = acked
+            .iter()
+            .filter(|(_, t)| *t + KILL9_INTERVAL_MS + slack_ms < killed_at_ms);
         for (seq, t) in must_have {
-            assert!((*seq as usize) < seqs.len(), "record {seq} acked at {t} lost (killed at {killed_at_ms})");
+            assert!(
+                (*seq as usize) < seqs.len(),
+                "record {seq} acked at {t} lost (killed at {killed_at_ms})"
+            );
         }
     }
 }

@@ -79,7 +79,11 @@ enum ReadErr {
     Io,
 }
 
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize, ReadErr> {
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<usize, ReadErr> {
     if buf.capacity() - buf.len() < 4096 {
         buf.reserve(READ_RESERVE);
     }
@@ -103,7 +107,13 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, timeout: Duration)
 
 /// Writes a final error and closes gracefully: the write side is shut first and unread request
 /// bytes are drained for a moment, so the client reads the error instead of a connection reset.
-async fn write_simple(stream: &mut TcpStream, out: &mut Vec<u8>, status: u16, message: &str, code: &str) {
+async fn write_simple(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    status: u16,
+    message: &str,
+    code: &str,
+) {
     out.clear();
     response::simple_error(out, status, message, code);
     if super::relay::flush(stream, out).await.is_err() {
@@ -133,12 +143,22 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
     let limits = cfg.limits.clone();
     drop(cfg);
     let idle = Rc::new(Cell::new(true));
-    let _reg = Registration { registry: &worker.conns, id: worker.conns.register(stream.as_raw_fd(), idle.clone()) };
+    let _reg = Registration {
+        registry: &worker.conns,
+        id: worker.conns.register(stream.as_raw_fd(), idle.clone()),
+    };
     worker.counters.connections_open.inc();
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     if worker.conns.len() > limits.max_connections_per_worker {
         worker.counters.connections_rejected.inc();
-        write_simple(&mut stream, &mut out, 503, "too many open connections on this core; retry", "too_many_connections").await;
+        write_simple(
+            &mut stream,
+            &mut out,
+            503,
+            "too many open connections on this core; retry",
+            "too_many_connections",
+        )
+        .await;
         return;
     }
     let mut buf: Vec<u8> = Vec::with_capacity(READ_RESERVE);
@@ -158,19 +178,35 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                     Ok(None) => {}
                     Err(e) => {
                         let status = e.status();
-                        write_simple(&mut stream, &mut out, status, &e.to_string(), "bad_request_head").await;
+                        write_simple(
+                            &mut stream,
+                            &mut out,
+                            status,
+                            &e.to_string(),
+                            "bad_request_head",
+                        )
+                        .await;
                         return;
                     }
                 }
             }
             let timeout = match request_start {
-                Some(t) => match Duration::from_millis(limits.header_timeout_ms).checked_sub(t.elapsed()) {
-                    Some(d) => d,
-                    None => {
-                        write_simple(&mut stream, &mut out, 408, "request head not received in time", "request_timeout").await;
-                        return;
+                Some(t) => {
+                    match Duration::from_millis(limits.header_timeout_ms).checked_sub(t.elapsed()) {
+                        Some(d) => d,
+                        None => {
+                            write_simple(
+                                &mut stream,
+                                &mut out,
+                                408,
+                                "request head not received in time",
+                                "request_timeout",
+                            )
+                            .await;
+                            return;
+                        }
                     }
-                },
+                }
                 None => Duration::from_millis(limits.idle_timeout_ms),
             };
             let had_bytes = !buf.is_empty();
@@ -183,7 +219,14 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                 Err(ReadErr::Timeout) => {
                     if had_bytes {
                         let mut o = Vec::new();
-                        write_simple(&mut stream, &mut o, 408, "request head not received in time", "request_timeout").await;
+                        write_simple(
+                            &mut stream,
+                            &mut o,
+                            408,
+                            "request head not received in time",
+                            "request_timeout",
+                        )
+                        .await;
                     }
                     return;
                 }
@@ -195,7 +238,8 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
 
         // ---- read the body --------------------------------------------------------------------
         let head_len = head.head_len;
-        let deadline = started + Duration::from_millis(limits.header_timeout_ms.max(1)).max(Duration::from_secs(30));
+        let deadline = started
+            + Duration::from_millis(limits.header_timeout_ms.max(1)).max(Duration::from_secs(30));
         let mut continue_sent = false;
         let consumed: usize;
         let body_ref: &[u8];
@@ -208,7 +252,10 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
             BodyFraming::Length(n) => {
                 if n > limits.max_body_bytes {
                     worker.counters.responses_4xx.inc();
-                    let msg = format!("request body is {n} bytes; the limit is {} bytes", limits.max_body_bytes);
+                    let msg = format!(
+                        "request body is {n} bytes; the limit is {} bytes",
+                        limits.max_body_bytes
+                    );
                     write_simple(&mut stream, &mut out, 413, &msg, "body_too_large").await;
                     return;
                 }
@@ -226,11 +273,19 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                     if buf.capacity() < total {
                         buf.reserve(total - buf.len());
                     }
-                    match read_more(&mut stream, &mut buf, left.max(Duration::from_millis(1))).await {
+                    match read_more(&mut stream, &mut buf, left.max(Duration::from_millis(1))).await
+                    {
                         Ok(_) => {}
                         Err(ReadErr::Timeout) => {
                             let mut o = Vec::new();
-                            write_simple(&mut stream, &mut o, 408, "request body not received in time", "request_timeout").await;
+                            write_simple(
+                                &mut stream,
+                                &mut o,
+                                408,
+                                "request body not received in time",
+                                "request_timeout",
+                            )
+                            .await;
                             return;
                         }
                         Err(_) => return,
@@ -252,12 +307,22 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                             }
                         }
                         Err(e) => {
-                            write_simple(&mut stream, &mut out, 400, &format!("bad chunked body: {e}"), "bad_chunked_body").await;
+                            write_simple(
+                                &mut stream,
+                                &mut out,
+                                400,
+                                &format!("bad chunked body: {e}"),
+                                "bad_chunked_body",
+                            )
+                            .await;
                             return;
                         }
                     }
                     if body.len() as u64 > limits.max_body_bytes {
-                        let msg = format!("request body exceeds the limit of {} bytes", limits.max_body_bytes);
+                        let msg = format!(
+                            "request body exceeds the limit of {} bytes",
+                            limits.max_body_bytes
+                        );
                         write_simple(&mut stream, &mut out, 413, &msg, "body_too_large").await;
                         return;
                     }
@@ -273,18 +338,29 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                     buf.drain(head_len..pos);
                     pos = head_len;
                     let left = deadline.saturating_duration_since(Instant::now());
-                    match read_more(&mut stream, &mut buf, left.max(Duration::from_millis(1))).await {
+                    match read_more(&mut stream, &mut buf, left.max(Duration::from_millis(1))).await
+                    {
                         Ok(_) => {}
                         Err(ReadErr::Timeout) => {
                             let mut o = Vec::new();
-                            write_simple(&mut stream, &mut o, 408, "request body not received in time", "request_timeout").await;
+                            write_simple(
+                                &mut stream,
+                                &mut o,
+                                408,
+                                "request body not received in time",
+                                "request_timeout",
+                            )
+                            .await;
                             return;
                         }
                         Err(_) => return,
                     }
                 }
                 if body.len() as u64 > limits.max_body_bytes {
-                    let msg = format!("request body exceeds the limit of {} bytes", limits.max_body_bytes);
+                    let msg = format!(
+                        "request body exceeds the limit of {} bytes",
+                        limits.max_body_bytes
+                    );
                     write_simple(&mut stream, &mut out, 413, &msg, "body_too_large").await;
                     return;
                 }
@@ -300,15 +376,42 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
         let done = match (head.method, path) {
             (Method::Post, b"/v1/chat/completions") | (Method::Post, b"/chat/completions") => {
                 let caller = super::Caller::from_head(&head, &buf);
-                handle_chat(&worker, &mut stream, &mut out, body_ref, &mut scratch, keep_alive, started, caller).await
+                handle_chat(
+                    &worker,
+                    &mut stream,
+                    &mut out,
+                    body_ref,
+                    &mut scratch,
+                    keep_alive,
+                    started,
+                    caller,
+                )
+                .await
             }
             (Method::Post, b"/v1/messages") | (Method::Post, b"/messages") => {
                 let caller = super::Caller::from_head(&head, &buf);
-                super::messages::handle_messages(&worker, &mut stream, &mut out, body_ref, &mut scratch, keep_alive, started, caller)
-                    .await
+                super::messages::handle_messages(
+                    &worker,
+                    &mut stream,
+                    &mut out,
+                    body_ref,
+                    &mut scratch,
+                    keep_alive,
+                    started,
+                    caller,
+                )
+                .await
             }
-            (Method::Post, b"/v1/messages/count_tokens") | (Method::Post, b"/messages/count_tokens") => {
-                super::messages::handle_count_tokens(&worker, &mut stream, &mut out, body_ref, keep_alive).await
+            (Method::Post, b"/v1/messages/count_tokens")
+            | (Method::Post, b"/messages/count_tokens") => {
+                super::messages::handle_count_tokens(
+                    &worker,
+                    &mut stream,
+                    &mut out,
+                    body_ref,
+                    keep_alive,
+                )
+                .await
             }
             (Method::Get, b"/v1/models") | (Method::Get, b"/models") => {
                 crate::api::models(&worker, &mut stream, &mut out, keep_alive).await
@@ -317,7 +420,8 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                 crate::api::health(&worker, &mut stream, &mut out, keep_alive, query).await
             }
             (Method::Post, b"/reload-config") => {
-                crate::api::reload_config(&worker, &mut stream, &mut out, keep_alive, &head, &buf).await
+                crate::api::reload_config(&worker, &mut stream, &mut out, keep_alive, &head, &buf)
+                    .await
             }
             (Method::Get, b"/config") => {
                 crate::api::config(&worker, &mut stream, &mut out, keep_alive, &head, &buf).await
@@ -335,11 +439,20 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                 response::begin(&mut out, 405, keep_alive);
                 response::finish_with_body(&mut out, "application/json", &e.to_json());
                 let ok = super::relay::flush(&mut stream, &mut out).await.is_ok();
-                super::Done { keep_alive: keep_alive && ok, status: 405 }
+                super::Done {
+                    keep_alive: keep_alive && ok,
+                    status: 405,
+                }
             }
             _ => {
                 let e = crate::error::GatewayError::NotFound {
-                    message: format!("no such endpoint: {}", String::from_utf8_lossy(path).chars().take(200).collect::<String>()),
+                    message: format!(
+                        "no such endpoint: {}",
+                        String::from_utf8_lossy(path)
+                            .chars()
+                            .take(200)
+                            .collect::<String>()
+                    ),
                     param: None,
                     code: "unknown_endpoint",
                 };

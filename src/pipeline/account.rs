@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use crate::config::{Config, RawPrice};
 use crate::error::push_json_str;
 use crate::ledger::{
-    AppLimits, Budget, BudgetConfig, KeyInfo, KeyStore, Ledger, LedgerConfig, LedgerCounters, LedgerHandle, NewKey,
-    Outcome as LedgerOutcome, RedisBudget, RedisConfig, RedisState, UsageRecord,
+    AppLimits, Budget, BudgetConfig, KeyInfo, KeyStore, Ledger, LedgerConfig, LedgerCounters,
+    LedgerHandle, NewKey, Outcome as LedgerOutcome, RedisBudget, RedisConfig, RedisState,
+    UsageRecord,
 };
 use crate::stats::{CoreStatsWriter, StatsLabels, StatsRegistry};
 
@@ -50,7 +51,10 @@ pub struct RecordLabels {
 
 impl Default for RecordLabels {
     fn default() -> Self {
-        RecordLabels { empty: Arc::from(""), default_app: Arc::from("default") }
+        RecordLabels {
+            empty: Arc::from(""),
+            default_app: Arc::from("default"),
+        }
     }
 }
 
@@ -59,7 +63,15 @@ fn budget_config(cfg: &Config) -> BudgetConfig {
         apps: cfg
             .apps
             .iter()
-            .map(|(k, &(d, m))| (k.clone(), AppLimits { daily_budget_usd: d, monthly_budget_usd: m }))
+            .map(|(k, &(d, m))| {
+                (
+                    k.clone(),
+                    AppLimits {
+                        daily_budget_usd: d,
+                        monthly_budget_usd: m,
+                    },
+                )
+            })
             .collect(),
     }
 }
@@ -71,12 +83,16 @@ impl Accounting {
         let (keys, ledger) = match &cfg.ledger {
             Some(l) => {
                 if let Some(dir) = l.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| anyhow::anyhow!("cannot create the ledger directory {}: {e}", dir.display()))?;
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        anyhow::anyhow!("cannot create the ledger directory {}: {e}", dir.display())
+                    })?;
                 }
                 let ledger = Ledger::open(
                     &l.path,
-                    LedgerConfig { flush_interval_ms: l.flush_interval_ms, ..LedgerConfig::default() },
+                    LedgerConfig {
+                        flush_interval_ms: l.flush_interval_ms,
+                        ..LedgerConfig::default()
+                    },
                 )?;
                 let keys = KeyStore::open(&l.path)?;
                 (Some(Arc::new(keys)), Some(ledger))
@@ -96,7 +112,11 @@ impl Accounting {
         routes.extend((1..=4).map(|t| format!("tier-{t}")));
         routes.extend(cfg.routes.keys().cloned());
         routes.push("direct".into());
-        let labels = StatsLabels { models: cfg.targets.iter().map(|t| t.name.clone()).collect(), apps, routes };
+        let labels = StatsLabels {
+            models: cfg.targets.iter().map(|t| t.name.clone()).collect(),
+            apps,
+            routes,
+        };
         let redis = match &cfg.redis_url {
             Some(url) => {
                 let mut rc = RedisConfig::new(url);
@@ -128,7 +148,11 @@ impl Accounting {
         self.budget.set_config(&budget_config(cfg));
         if let Some(k) = &self.keys {
             k.reload().map_err(|e| e.to_string())?;
-            let any = k.list().map_err(|e| e.to_string())?.iter().any(|k| k.revoked_ms.is_none());
+            let any = k
+                .list()
+                .map_err(|e| e.to_string())?
+                .iter()
+                .any(|k| k.revoked_ms.is_none());
             self.any_key.store(any, Ordering::Relaxed);
         }
         Ok(())
@@ -141,16 +165,28 @@ impl Accounting {
 
     /// One worker core's end (call on that core: the Redis budget is `!Send`).
     pub fn core(&self) -> CoreAccounting {
-        let ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|l| l.handle());
+        let ledger = self
+            .ledger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|l| l.handle());
         CoreAccounting {
             ledger: RefCell::new(ledger),
             stats: self.stats.register(),
-            redis: self.redis.as_ref().map(|r| RedisBudget::new(self.budget.clone(), r.clone())),
+            redis: self
+                .redis
+                .as_ref()
+                .map(|r| RedisBudget::new(self.budget.clone(), r.clone())),
         }
     }
 
     pub fn ledger_counters(&self) -> Option<LedgerCounters> {
-        self.ledger.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|l| l.counters())
+        self.ledger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|l| l.counters())
     }
 
     /// Flushes every recorded row and stops the writer (after the workers have stopped).
@@ -162,7 +198,10 @@ impl Accounting {
     /// Counts a failover away from `target` (`provider/model`).
     pub fn count_failover(&self, target: &str) {
         let provider = target.split('/').next().unwrap_or(target);
-        let mut m = self.upstream_failovers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self
+            .upstream_failovers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         *m.entry(provider.to_string()).or_insert(0) += 1;
     }
 }
@@ -187,7 +226,10 @@ impl CoreAccounting {
 
     /// The ledger is past its overflow limit: refuse new work until it catches up.
     pub fn ledger_saturated(&self) -> bool {
-        self.ledger.borrow().as_ref().is_some_and(|h| h.is_saturated())
+        self.ledger
+            .borrow()
+            .as_ref()
+            .is_some_and(|h| h.is_saturated())
     }
 }
 
@@ -216,11 +258,20 @@ pub struct Acct {
 
 impl Acct {
     /// The request's record, given the status sent downstream.
-    pub fn into_record(self, labels: &RecordLabels, time_ms: u64, status: u16, latency_ms: u32) -> (UsageRecord, f64) {
+    pub fn into_record(
+        self,
+        labels: &RecordLabels,
+        time_ms: u64,
+        status: u16,
+        latency_ms: u32,
+    ) -> (UsageRecord, f64) {
         let empty = &labels.empty;
         let meta = self.meta;
         let usage = meta.as_ref().and_then(|m| m.usage);
-        let saved = meta.as_ref().and_then(|m| m.saved_vs_flagship).unwrap_or(0.0);
+        let saved = meta
+            .as_ref()
+            .and_then(|m| m.saved_vs_flagship)
+            .unwrap_or(0.0);
         let outcome = match self.outcome {
             Some(o) if o != LedgerOutcome::Ok => o,
             _ if status >= 400 => LedgerOutcome::Error,
@@ -236,12 +287,21 @@ impl Acct {
             route: self.route.unwrap_or_else(|| empty.clone()),
             category: self.category,
             tier: self.tier,
-            model: meta.as_ref().map_or_else(|| empty.clone(), |m| Arc::from(m.routed_model.as_str())),
-            fallbacks: meta.as_ref().map_or(0, |m| m.fallbacks.len().min(255) as u8),
-            fallback_models: meta.as_ref().map_or_else(Vec::new, |m| m.fallbacks.iter().map(|f| Arc::from(f.as_str())).collect()),
+            model: meta
+                .as_ref()
+                .map_or_else(|| empty.clone(), |m| Arc::from(m.routed_model.as_str())),
+            fallbacks: meta
+                .as_ref()
+                .map_or(0, |m| m.fallbacks.len().min(255) as u8),
+            fallback_models: meta.as_ref().map_or_else(Vec::new, |m| {
+                m.fallbacks.iter().map(|f| Arc::from(f.as_str())).collect()
+            }),
             prompt_tokens: usage.map_or(0, |u| u.prompt_tokens.min(u32::MAX as u64) as u32),
             completion_tokens: usage.map_or(0, |u| u.completion_tokens.min(u32::MAX as u64) as u32),
-            cost_usd: meta.as_ref().and_then(|m| m.estimated_cost_usd).unwrap_or(0.0),
+            cost_usd: meta
+                .as_ref()
+                .and_then(|m| m.estimated_cost_usd)
+                .unwrap_or(0.0),
             cache_hit: self.cache_hit,
             security: self.security,
             pii_count: self.pii_count.min(u16::MAX as u32) as u16,
@@ -269,7 +329,10 @@ impl Counter {
     #[inline]
     pub fn add(&self, n: u64) {
         // Only the owning core writes: a load+store avoids a locked RMW on the hot path.
-        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
     pub fn set(&self, v: u64) {
         self.0.store(v, Ordering::Relaxed);
@@ -349,7 +412,8 @@ pub struct RouteMeta {
 }
 
 pub fn cost_usd(price: &RawPrice, usage: &Usage) -> f64 {
-    (usage.prompt_tokens as f64 * price.input + usage.completion_tokens as f64 * price.output) / 1_000_000.0
+    (usage.prompt_tokens as f64 * price.input + usage.completion_tokens as f64 * price.output)
+        / 1_000_000.0
 }
 
 impl RouteMeta {
@@ -387,13 +451,21 @@ impl RouteMeta {
         out.push(']');
         match self.estimated_cost_usd {
             Some(c) => {
-                let _ = write!(out, ",\"estimated_cost_usd\":{}", ryu::Buffer::new().format(round9(c)));
+                let _ = write!(
+                    out,
+                    ",\"estimated_cost_usd\":{}",
+                    ryu::Buffer::new().format(round9(c))
+                );
             }
             None => out.push_str(",\"estimated_cost_usd\":null"),
         }
         match self.saved_vs_flagship {
             Some(c) => {
-                let _ = write!(out, ",\"saved_vs_flagship\":{}", ryu::Buffer::new().format(round9(c)));
+                let _ = write!(
+                    out,
+                    ",\"saved_vs_flagship\":{}",
+                    ryu::Buffer::new().format(round9(c))
+                );
             }
             None => out.push_str(",\"saved_vs_flagship\":null"),
         }
@@ -412,19 +484,39 @@ mod tests {
     #[test]
     fn records_map_outcomes_and_never_invent_usage() {
         // A request refused before routing: no model, no tokens, an error outcome.
-        let a = Acct { app: Some("billing".into()), ..Acct::default() };
+        let a = Acct {
+            app: Some("billing".into()),
+            ..Acct::default()
+        };
         let (r, saved) = a.into_record(&RecordLabels::default(), 1, 401, 3);
-        assert_eq!((r.status, r.outcome, r.prompt_tokens, saved), (401, LedgerOutcome::Error, 0, 0.0));
+        assert_eq!(
+            (r.status, r.outcome, r.prompt_tokens, saved),
+            (401, LedgerOutcome::Error, 0, 0.0)
+        );
         assert_eq!((&*r.app, &*r.model, &*r.key_id), ("billing", "", ""));
         // Keyless traffic without an app header is grouped as `default`.
         let (r, _) = Acct::default().into_record(&RecordLabels::default(), 1, 200, 3);
         assert_eq!((&*r.app, r.outcome), ("default", LedgerOutcome::Ok));
         // A cancelled stream keeps its outcome although the status was 200.
-        let a = Acct { outcome: Some(LedgerOutcome::ClientCancelled), stream: true, ..Acct::default() };
-        assert_eq!(a.into_record(&RecordLabels::default(), 1, 200, 3).0.outcome, LedgerOutcome::ClientCancelled);
+        let a = Acct {
+            outcome: Some(LedgerOutcome::ClientCancelled),
+            stream: true,
+            ..Acct::default()
+        };
+        assert_eq!(
+            a.into_record(&RecordLabels::default(), 1, 200, 3).0.outcome,
+            LedgerOutcome::ClientCancelled
+        );
         // An upstream 4xx relayed as is counts as an error.
-        let a = Acct { outcome: Some(LedgerOutcome::Ok), upstream_status: 400, ..Acct::default() };
-        assert_eq!(a.into_record(&RecordLabels::default(), 1, 400, 3).0.outcome, LedgerOutcome::Error);
+        let a = Acct {
+            outcome: Some(LedgerOutcome::Ok),
+            upstream_status: 400,
+            ..Acct::default()
+        };
+        assert_eq!(
+            a.into_record(&RecordLabels::default(), 1, 400, 3).0.outcome,
+            LedgerOutcome::Error
+        );
     }
 
     #[test]
@@ -438,8 +530,14 @@ mod tests {
             decided_by: "default",
             fallbacks: vec!["mock/broken".into()],
             security: "CLEAN",
-            price: Some(RawPrice { input: 0.15, output: 0.6 }),
-            flagship_price: Some(RawPrice { input: 2.5, output: 10.0 }),
+            price: Some(RawPrice {
+                input: 0.15,
+                output: 0.6,
+            }),
+            flagship_price: Some(RawPrice {
+                input: 2.5,
+                output: 10.0,
+            }),
             estimated_cost_usd: None,
             saved_vs_flagship: None,
             usage: None,
@@ -448,7 +546,10 @@ mod tests {
             cache_capture: false,
             captured: None,
         };
-        m.set_usage(Some(Usage { prompt_tokens: 1000, completion_tokens: 1000 }));
+        m.set_usage(Some(Usage {
+            prompt_tokens: 1000,
+            completion_tokens: 1000,
+        }));
         let mut s = String::new();
         m.write_json(&mut s);
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();

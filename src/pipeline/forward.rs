@@ -46,7 +46,9 @@ enum Failure {
     Connect,
     Other,
     /// The request has no equivalent in the target's dialect (a 400 if no target could take it).
-    Translate { param: Option<String> },
+    Translate {
+        param: Option<String>,
+    },
 }
 
 /// The request parts forward needs to build each target's body.
@@ -72,11 +74,16 @@ pub struct AnthropicOriginal<'a> {
 
 /// The OpenAI body as a `Value` for the Anthropic request translation, `messages` overridden.
 fn chat_value(req: &Outgoing<'_>, scrub: bool) -> Result<serde_json::Value, TranslateError> {
-    let mut v: serde_json::Value =
-        serde_json::from_slice(req.original).map_err(|source| TranslateError::InvalidJson { source })?;
-    let messages = if scrub { req.pii_messages.or(req.messages_override) } else { req.messages_override };
+    let mut v: serde_json::Value = serde_json::from_slice(req.original)
+        .map_err(|source| TranslateError::InvalidJson { source })?;
+    let messages = if scrub {
+        req.pii_messages.or(req.messages_override)
+    } else {
+        req.messages_override
+    };
     if let (Some(msgs), Some(obj)) = (messages, v.as_object_mut()) {
-        let m = serde_json::from_slice(msgs).map_err(|source| TranslateError::InvalidJson { source })?;
+        let m = serde_json::from_slice(msgs)
+            .map_err(|source| TranslateError::InvalidJson { source })?;
         obj.insert("messages".into(), m);
     }
     Ok(v)
@@ -90,7 +97,11 @@ pub async fn forward(
 ) -> Result<Forwarded, GatewayError> {
     let mut attempts = Vec::new();
     let mut failures = Vec::new();
-    let limit = if decision.fallback { 1 + cfg.max_fallbacks } else { 1 };
+    let limit = if decision.fallback {
+        1 + cfg.max_fallbacks
+    } else {
+        1
+    };
     let mut body = Vec::new();
     let mut wire = Vec::new();
     let mut parsed: [Option<Result<serde_json::Value, TranslateError>>; 2] = [None, None];
@@ -108,11 +119,26 @@ pub async fn forward(
         body.clear();
         match (provider.dialect, &req.anthropic_original) {
             (Dialect::OpenAi, _) => {
-                let msgs = if scrub { req.pii_messages } else { req.messages_override };
-                build_upstream_body(req.original, req.members, target.model(cfg), req.stream, msgs, &mut body)
+                let msgs = if scrub {
+                    req.pii_messages
+                } else {
+                    req.messages_override
+                };
+                build_upstream_body(
+                    req.original,
+                    req.members,
+                    target.model(cfg),
+                    req.stream,
+                    msgs,
+                    &mut body,
+                )
             }
             (Dialect::Anthropic, Some(a)) => {
-                let msgs = if scrub { a.pii_messages.or(a.messages_override) } else { a.messages_override };
+                let msgs = if scrub {
+                    a.pii_messages.or(a.messages_override)
+                } else {
+                    a.messages_override
+                };
                 build_upstream_body(a.body, a.members, target.model(cfg), false, msgs, &mut body)
             }
             (Dialect::Anthropic, None) => {
@@ -121,15 +147,20 @@ pub async fn forward(
                     *slot = Some(chat_value(req, scrub));
                 }
                 let translated = match &parsed[usize::from(scrub)] {
-                    Some(Ok(v)) => chat_to_messages_request(v, target.model(cfg), &RequestOptions::default())
-                        .map_err(|e| (e.to_string(), e.field().map(str::to_string))),
+                    Some(Ok(v)) => {
+                        chat_to_messages_request(v, target.model(cfg), &RequestOptions::default())
+                            .map_err(|e| (e.to_string(), e.field().map(str::to_string)))
+                    }
                     Some(Err(e)) => Err((e.to_string(), None)),
                     None => Err(("request body unavailable".to_string(), None)),
                 };
                 match translated {
                     Ok(b) => body = b,
                     Err((error, param)) => {
-                        attempts.push(Attempt { target: target.name(cfg), error });
+                        attempts.push(Attempt {
+                            target: target.name(cfg),
+                            error,
+                        });
                         failures.push(Failure::Translate { param });
                         continue;
                     }
@@ -139,7 +170,9 @@ pub async fn forward(
         wire.clear();
         providers::write_chat_request_head(&mut wire, provider, body.len(), req.stream);
         wire.extend_from_slice(&body);
-        let first_byte_timeout_ms = decision.timeout_ms.unwrap_or(provider.first_byte_timeout_ms);
+        let first_byte_timeout_ms = decision
+            .timeout_ms
+            .unwrap_or(provider.first_byte_timeout_ms);
         let ep = Endpoint {
             pool_key: &provider.pool_key,
             host: &provider.host,
@@ -154,7 +187,10 @@ pub async fn forward(
         let result = try_once(worker, &ep, &mut wire, first_byte_timeout_ms).await;
         let record = |ok: bool, at: Instant| {
             if let Some(id) = health_id {
-                let us = at.duration_since(attempt_start).as_micros().min(u64::MAX as u128) as u64;
+                let us = at
+                    .duration_since(attempt_start)
+                    .as_micros()
+                    .min(u64::MAX as u128) as u64;
                 health.record(id, us, ok, crate::ledger::now_ms());
             }
         };
@@ -164,7 +200,10 @@ pub async fn forward(
             Ok((conn, head, sent_at)) => {
                 if head.status == 429 || head.status >= 500 {
                     record(false, Instant::now());
-                    attempts.push(Attempt { target: target.name(cfg), error: format!("HTTP {}", head.status) });
+                    attempts.push(Attempt {
+                        target: target.name(cfg),
+                        error: format!("HTTP {}", head.status),
+                    });
                     failures.push(Failure::Other);
                     worker.counters.upstream_errors.inc();
                     drop(conn); // body unread: never reuse
@@ -195,25 +234,44 @@ pub async fn forward(
                 } else {
                     Failure::Other
                 });
-                attempts.push(Attempt { target: target.name(cfg), error: e.to_string() });
+                attempts.push(Attempt {
+                    target: target.name(cfg),
+                    error: e.to_string(),
+                });
             }
         }
     }
-    let summary = attempts.iter().map(|a| format!("{}: {}", a.target, a.error)).collect::<Vec<_>>().join("; ");
+    let summary = attempts
+        .iter()
+        .map(|a| format!("{}: {}", a.target, a.error))
+        .collect::<Vec<_>>()
+        .join("; ");
     let message = format!("all upstreams failed ({summary})");
     if let Some(Failure::Translate { param }) = failures.first() {
-        if failures.iter().all(|f| matches!(f, Failure::Translate { .. })) {
-            let message = attempts.first().map(|a| a.error.clone()).unwrap_or_default();
-            return Err(GatewayError::BadRequest { message, param: param.clone(), code: "invalid_request" });
+        if failures
+            .iter()
+            .all(|f| matches!(f, Failure::Translate { .. }))
+        {
+            let message = attempts
+                .first()
+                .map(|a| a.error.clone())
+                .unwrap_or_default();
+            return Err(GatewayError::BadRequest {
+                message,
+                param: param.clone(),
+                code: "invalid_request",
+            });
         }
     }
-    Err(if !failures.is_empty() && failures.iter().all(|f| matches!(f, Failure::Timeout)) {
-        GatewayError::UpstreamTimeout { message }
-    } else if !failures.is_empty() && failures.iter().all(|f| matches!(f, Failure::Connect)) {
-        GatewayError::UpstreamUnavailable { message }
-    } else {
-        GatewayError::UpstreamFailed { message }
-    })
+    Err(
+        if !failures.is_empty() && failures.iter().all(|f| matches!(f, Failure::Timeout)) {
+            GatewayError::UpstreamTimeout { message }
+        } else if !failures.is_empty() && failures.iter().all(|f| matches!(f, Failure::Connect)) {
+            GatewayError::UpstreamUnavailable { message }
+        } else {
+            GatewayError::UpstreamFailed { message }
+        },
+    )
 }
 
 /// The order to try the chain in: by upstream health when every target is a configured one
@@ -231,15 +289,30 @@ fn health_order(
         let RouteTarget::Configured(id) = t else {
             return (0..decision.targets.len()).collect();
         };
-        let price = t.price(cfg).map(|p| (p.input.to_bits(), p.output.to_bits()));
+        let price = t
+            .price(cfg)
+            .map(|p| (p.input.to_bits(), p.output.to_bits()));
         // Group = position of the first target with the same price.
         let group = decision.targets[..i]
             .iter()
-            .position(|o| o.price(cfg).map(|p| (p.input.to_bits(), p.output.to_bits())) == price)
+            .position(|o| {
+                o.price(cfg)
+                    .map(|p| (p.input.to_bits(), p.output.to_bits()))
+                    == price
+            })
             .unwrap_or(i);
-        candidates.push(crate::health::Candidate { target: *id, tier: group.min(255) as u8 });
+        candidates.push(crate::health::Candidate {
+            target: *id,
+            tier: group.min(255) as u8,
+        });
     }
-    crate::health::order_chain(&candidates, health, decision.latency_budget_ms, decision.fallback, now_ms)
+    crate::health::order_chain(
+        &candidates,
+        health,
+        decision.latency_budget_ms,
+        decision.fallback,
+        now_ms,
+    )
 }
 
 /// One target: checkout, send, read the head. A reused connection that turns out dead is replaced
@@ -284,7 +357,14 @@ mod tests {
     fn chat_value_applies_the_messages_override() {
         let original = br#"{"model":"auto","messages":[{"role":"user","content":"/code hi"}],"route":{"tier":2}}"#;
         let msgs = br#"[{"role":"user","content":"hi"}]"#;
-        let req = Outgoing { original, members: &[], stream: false, messages_override: Some(msgs), pii_messages: None, anthropic_original: None };
+        let req = Outgoing {
+            original,
+            members: &[],
+            stream: false,
+            messages_override: Some(msgs),
+            pii_messages: None,
+            anthropic_original: None,
+        };
         let v = chat_value(&req, false).unwrap();
         assert_eq!(v["messages"][0]["content"], "hi");
         let body = chat_to_messages_request(&v, "claude-x", &RequestOptions::default()).unwrap();
@@ -292,7 +372,14 @@ mod tests {
         assert_eq!(sent["model"], "claude-x");
         assert_eq!(sent["messages"][0]["content"], "hi");
         assert!(sent.get("route").is_none(), "{sent}");
-        let bad = Outgoing { original: b"{", members: &[], stream: false, messages_override: None, pii_messages: None, anthropic_original: None };
+        let bad = Outgoing {
+            original: b"{",
+            members: &[],
+            stream: false,
+            messages_override: None,
+            pii_messages: None,
+            anthropic_original: None,
+        };
         assert!(chat_value(&bad, false).is_err());
     }
 }

@@ -14,7 +14,11 @@ use crate::providers::anthropic::{self, TranslateError};
 use super::{handle_chat_as, relay, respond_error_as, Done, Inbound, Worker};
 
 fn translate_error(e: &TranslateError) -> GatewayError {
-    GatewayError::BadRequest { message: e.to_string(), param: e.field().map(str::to_string), code: "invalid_request" }
+    GatewayError::BadRequest {
+        message: e.to_string(),
+        param: e.field().map(str::to_string),
+        code: "invalid_request",
+    }
 }
 
 /// `POST /v1/messages`.
@@ -30,15 +34,37 @@ pub async fn handle_messages(
 ) -> Done {
     let chat_body = match anthropic::messages_request_to_chat(body) {
         Ok((b, _info)) => b,
-        Err(e) => return respond_error_as(stream, out, &translate_error(&e), keep_alive, true).await,
+        Err(e) => {
+            return respond_error_as(stream, out, &translate_error(&e), keep_alive, true).await
+        }
     };
     let input_tokens_hint = anthropic::count_tokens_local(body).unwrap_or(0);
-    let inbound = Inbound { original: body, input_tokens_hint };
-    handle_chat_as(worker, stream, out, &chat_body, scratch, keep_alive, started, caller, Some(inbound)).await
+    let inbound = Inbound {
+        original: body,
+        input_tokens_hint,
+    };
+    handle_chat_as(
+        worker,
+        stream,
+        out,
+        &chat_body,
+        scratch,
+        keep_alive,
+        started,
+        caller,
+        Some(inbound),
+    )
+    .await
 }
 
 /// `POST /v1/messages/count_tokens`: a local estimate, `{"input_tokens": n}`.
-pub async fn handle_count_tokens(worker: &Worker, stream: &mut TcpStream, out: &mut Vec<u8>, body: &[u8], keep_alive: bool) -> Done {
+pub async fn handle_count_tokens(
+    worker: &Worker,
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    body: &[u8],
+    keep_alive: bool,
+) -> Done {
     let _ = worker;
     match anthropic::count_tokens_local(body) {
         Ok(n) => {
@@ -47,7 +73,10 @@ pub async fn handle_count_tokens(worker: &Worker, stream: &mut TcpStream, out: &
             let body = format!("{{\"input_tokens\":{n}}}");
             response::finish_with_body(out, "application/json", body.as_bytes());
             let ok = relay::flush(stream, out).await.is_ok();
-            Done { keep_alive: keep_alive && ok, status: 200 }
+            Done {
+                keep_alive: keep_alive && ok,
+                status: 200,
+            }
         }
         Err(e) => respond_error_as(stream, out, &translate_error(&e), keep_alive, true).await,
     }
@@ -59,12 +88,14 @@ mod tests {
 
     #[test]
     fn translation_errors_are_400_naming_the_field() {
-        let e = anthropic::messages_request_to_chat(br#"{"model":"auto","messages":[]}"#).unwrap_err();
+        let e =
+            anthropic::messages_request_to_chat(br#"{"model":"auto","messages":[]}"#).unwrap_err();
         let g = translate_error(&e);
         assert_eq!(g.status(), 400);
         assert_eq!(g.param(), Some("max_tokens"));
         let body: serde_json::Value =
-            serde_json::from_slice(&anthropic::error_body_anthropic(g.status(), &g.to_string())).unwrap();
+            serde_json::from_slice(&anthropic::error_body_anthropic(g.status(), &g.to_string()))
+                .unwrap();
         assert_eq!(body["error"]["type"], "invalid_request_error");
     }
 }

@@ -37,11 +37,11 @@ use crate::http::response;
 use crate::ledger::{KeyInfo, Outcome as LedgerOutcome};
 use crate::runtime::Shared;
 
+use crate::config::Dialect;
+use crate::providers::anthropic;
 use account::{Acct, CoreAccounting, RouteMeta, WorkerCounters};
 use forward::{AnthropicOriginal, Outgoing};
 use relay::Dialects;
-use crate::config::Dialect;
-use crate::providers::anthropic;
 
 /// Everything one worker core owns: its pool, its counters, and a handle on shared state.
 pub struct Worker {
@@ -80,10 +80,17 @@ impl Worker {
     }
 
     /// This core's cache shard, with `cc` as its settings.
-    pub fn cache(&self, cc: &crate::cache::CacheConfig) -> &std::cell::RefCell<crate::cache::ResponseCache> {
+    pub fn cache(
+        &self,
+        cc: &crate::cache::CacheConfig,
+    ) -> &std::cell::RefCell<crate::cache::ResponseCache> {
         let shard = self.cache.get_or_init(|| {
             let shard = crate::cache::ResponseCache::new(cc.clone());
-            self.shared.cache_counters.lock().unwrap_or_else(|e| e.into_inner()).push(shard.counters().clone());
+            self.shared
+                .cache_counters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(shard.counters().clone());
             std::cell::RefCell::new(shard)
         });
         if shard.borrow().config() != cc {
@@ -93,7 +100,10 @@ impl Worker {
     }
 
     /// This core's health table for `cfg`.
-    pub fn health(&self, cfg: &Arc<crate::config::Config>) -> std::rc::Rc<crate::health::HealthTable> {
+    pub fn health(
+        &self,
+        cfg: &Arc<crate::config::Config>,
+    ) -> std::rc::Rc<crate::health::HealthTable> {
         let key = Arc::as_ptr(cfg) as usize;
         let mut slot = self.health.borrow_mut();
         if let Some((k, t)) = slot.as_ref() {
@@ -130,7 +140,9 @@ impl<'a> Caller<'a> {
             .clone()
             .and_then(|r| bearer_token(&buf[r]))
             .or_else(|| head.x_api_key.clone().map(|r| buf[r].trim_ascii()));
-        let nonempty = |r: Option<std::ops::Range<usize>>| r.map(|r| buf[r].trim_ascii()).filter(|v| !v.is_empty());
+        let nonempty = |r: Option<std::ops::Range<usize>>| {
+            r.map(|r| buf[r].trim_ascii()).filter(|v| !v.is_empty())
+        };
         Caller {
             token,
             app: nonempty(head.app.clone()),
@@ -156,11 +168,19 @@ pub struct Done {
 }
 
 /// Writes an error response; returns the connection disposition.
-pub async fn respond_error(stream: &mut TcpStream, out: &mut Vec<u8>, err: &GatewayError, keep_alive: bool) -> Done {
+pub async fn respond_error(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    err: &GatewayError,
+    keep_alive: bool,
+) -> Done {
     out.clear();
     response::error(out, err, keep_alive, &[]);
     let ok = relay::flush(stream, out).await.is_ok();
-    Done { keep_alive: keep_alive && ok, status: err.status() }
+    Done {
+        keep_alive: keep_alive && ok,
+        status: err.status(),
+    }
 }
 
 /// Writes an error response in the client's dialect (Anthropic's error shape for Messages clients).
@@ -179,9 +199,16 @@ pub async fn respond_error_as(
     if let Some(s) = err.retry_after_s() {
         response::header_num(out, "Retry-After", s);
     }
-    response::finish_with_body(out, "application/json", &anthropic::error_body_anthropic(err.status(), &err.to_string()));
+    response::finish_with_body(
+        out,
+        "application/json",
+        &anthropic::error_body_anthropic(err.status(), &err.to_string()),
+    );
     let ok = relay::flush(stream, out).await.is_ok();
-    Done { keep_alive: keep_alive && ok, status: err.status() }
+    Done {
+        keep_alive: keep_alive && ok,
+        status: err.status(),
+    }
 }
 
 /// An inbound Anthropic Messages request; `handle_chat_as` routes its OpenAI translation.
@@ -205,7 +232,10 @@ pub async fn handle_chat(
     started: Instant,
     caller: Caller<'_>,
 ) -> Done {
-    handle_chat_as(worker, stream, out, body, scratch, keep_alive, started, caller, None).await
+    handle_chat_as(
+        worker, stream, out, body, scratch, keep_alive, started, caller, None,
+    )
+    .await
 }
 
 /// The chat path for an OpenAI body; `inbound` is set when that body is the translation of an
@@ -224,9 +254,17 @@ pub async fn handle_chat_as(
 ) -> Done {
     let time_ms = crate::ledger::now_ms();
     let mut acct = Acct::default();
-    let done = chat(worker, stream, out, body, scratch, keep_alive, started, caller, &mut acct, inbound).await;
+    let done = chat(
+        worker, stream, out, body, scratch, keep_alive, started, caller, &mut acct, inbound,
+    )
+    .await;
     let latency_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
-    let (rec, saved) = acct.into_record(&worker.shared.accounting.labels, time_ms, done.status, latency_ms);
+    let (rec, saved) = acct.into_record(
+        &worker.shared.accounting.labels,
+        time_ms,
+        done.status,
+        latency_ms,
+    );
     for f in &rec.fallback_models {
         worker.shared.accounting.count_failover(f);
     }
@@ -240,19 +278,33 @@ pub async fn handle_chat_as(
 }
 
 /// The key a request must present, when keys are in force: `Ok(None)` when they are not.
-fn authenticate(worker: &Worker, cfg: &crate::config::Config, caller: &Caller<'_>) -> Result<Option<Arc<KeyInfo>>, GatewayError> {
+fn authenticate(
+    worker: &Worker,
+    cfg: &crate::config::Config,
+    caller: &Caller<'_>,
+) -> Result<Option<Arc<KeyInfo>>, GatewayError> {
     let accounting = &worker.shared.accounting;
-    let Some(store) = accounting.keys.as_ref().filter(|_| accounting.keys_required(cfg)) else {
+    let Some(store) = accounting
+        .keys
+        .as_ref()
+        .filter(|_| accounting.keys_required(cfg))
+    else {
         return Ok(None);
     };
     let Some(token) = caller.token else {
         return Err(GatewayError::Unauthorized {
-            message: "missing API key: send `Authorization: Bearer tf-sk-…` (or `x-api-key`)".into(),
+            message: "missing API key: send `Authorization: Bearer tf-sk-…` (or `x-api-key`)"
+                .into(),
         });
     };
-    match std::str::from_utf8(token).ok().and_then(|t| store.lookup(t)) {
+    match std::str::from_utf8(token)
+        .ok()
+        .and_then(|t| store.lookup(t))
+    {
         Some(k) => Ok(Some(k)),
-        None => Err(GatewayError::Unauthorized { message: "invalid or revoked API key".into() }),
+        None => Err(GatewayError::Unauthorized {
+            message: "invalid or revoked API key".into(),
+        }),
     }
 }
 
@@ -284,7 +336,9 @@ async fn chat(
         acct.env = label_value(caller.env);
     }
     if worker.acct.ledger_saturated() {
-        let e = GatewayError::ServiceUnavailable { message: "the usage ledger is behind; retry shortly".into() };
+        let e = GatewayError::ServiceUnavailable {
+            message: "the usage ledger is behind; retry shortly".into(),
+        };
         return respond_error_as(stream, out, &e, keep_alive, anthropic_client).await;
     }
     // simd-json rewrites its input; parse a copy so the original bytes can be forwarded.
@@ -295,7 +349,14 @@ async fn chat(
         Err(e) => return respond_error_as(stream, out, &e, keep_alive, anthropic_client).await,
     };
     let Some(members) = parse::top_level_members(body) else {
-        return respond_error_as(stream, out, &GatewayError::malformed("request body must be a JSON object"), keep_alive, anthropic_client).await;
+        return respond_error_as(
+            stream,
+            out,
+            &GatewayError::malformed("request body must be a JSON object"),
+            keep_alive,
+            anthropic_client,
+        )
+        .await;
     };
     acct.requested_model = req.model.to_string();
     acct.stream = req.stream;
@@ -317,7 +378,11 @@ async fn chat(
             None => security::Screening::unscanned(),
         }
     } else {
-        security::Screening { verdict: "CLEAN", threats: Vec::new(), pii_seen: false }
+        security::Screening {
+            verdict: "CLEAN",
+            threats: Vec::new(),
+            pii_seen: false,
+        }
     };
     acct.security = screening.ledger_verdict();
     if screening.blocked() {
@@ -328,7 +393,11 @@ async fn chat(
         };
         return respond_error_as(stream, out, &e, keep_alive, anthropic_client).await;
     }
-    let auto = if req.model == "auto" { classify(worker, &cfg, &req).await } else { None };
+    let auto = if req.model == "auto" {
+        classify(worker, &cfg, &req).await
+    } else {
+        None
+    };
     let decision = match route::resolve(&cfg, &req, auto.as_ref()) {
         Ok(d) => d,
         Err(e) => return respond_error_as(stream, out, &e, keep_alive, anthropic_client).await,
@@ -337,12 +406,19 @@ async fn chat(
     acct.tier = decision.tier;
     let requested = req.model.as_ref();
     // The route label: `auto`, `tier-N`, a named route, or `direct` (a model asked for by name).
-    let is_tier = matches!(requested.as_bytes(), [b't', b'i', b'e', b'r', b'-', b'1'..=b'4']);
+    let is_tier = matches!(
+        requested.as_bytes(),
+        [b't', b'i', b'e', b'r', b'-', b'1'..=b'4']
+    );
     let named = requested == "auto" || is_tier || cfg.routes.contains_key(requested);
     acct.route = Some(Arc::from(if named { requested } else { "direct" }));
     // A key may be limited to some models: the requested name or the target it resolves to.
     if let Some(k) = &key {
-        let primary = decision.targets.first().map(|t| t.name(&cfg)).unwrap_or_default();
+        let primary = decision
+            .targets
+            .first()
+            .map(|t| t.name(&cfg))
+            .unwrap_or_default();
         if !k.allows_model(requested) && !k.allows_model(&primary) {
             let e = GatewayError::Forbidden {
                 message: format!("this API key may not use model `{requested}`"),
@@ -354,18 +430,35 @@ async fn chat(
     // Admission: reserve an estimate (whole body bytes / 4 as prompt tokens, which is never below
     // the upstream's count of the rewritten body, plus max_tokens or a default) at the primary's price.
     let est_prompt = (body.len() as u64).div_ceil(4);
-    let est_tokens = est_prompt + req.max_tokens.unwrap_or(account::DEFAULT_OUTPUT_TOKENS_ESTIMATE);
+    let est_tokens = est_prompt
+        + req
+            .max_tokens
+            .unwrap_or(account::DEFAULT_OUTPUT_TOKENS_ESTIMATE);
     let est_cost = decision
         .targets
         .first()
         .and_then(|t| t.price(&cfg))
-        .map(|p| account::cost_usd(&p, &parse::Usage { prompt_tokens: est_prompt, completion_tokens: est_tokens - est_prompt }))
+        .map(|p| {
+            account::cost_usd(
+                &p,
+                &parse::Usage {
+                    prompt_tokens: est_prompt,
+                    completion_tokens: est_tokens - est_prompt,
+                },
+            )
+        })
         .unwrap_or(0.0);
-    let admit_key = key.clone().unwrap_or_else(|| worker.shared.accounting.anonymous.clone());
+    let admit_key = key
+        .clone()
+        .unwrap_or_else(|| worker.shared.accounting.anonymous.clone());
     let app: &str = acct.app.as_deref().unwrap_or("default");
     let admitted = match &worker.acct.redis {
         Some(rb) => rb.admit(&admit_key, app, est_cost, est_tokens).await,
-        None => worker.shared.accounting.budget.admit(&admit_key, app, est_cost, est_tokens),
+        None => worker
+            .shared
+            .accounting
+            .budget
+            .admit(&admit_key, app, est_cost, est_tokens),
     };
     let reservation = match admitted {
         Ok(r) => r,
@@ -395,17 +488,34 @@ async fn chat(
                 && req.n <= 1
                 && crate::cache::cacheable_sampling(req.temperature, cc) =>
         {
-            let scope = if cfg.cache_per_key { key.as_ref().map(|k| k.id.to_string()) } else { None };
-            let primary = decision.targets.first().map(|t| t.name(&cfg)).unwrap_or_default();
+            let scope = if cfg.cache_per_key {
+                key.as_ref().map(|k| k.id.to_string())
+            } else {
+                None
+            };
+            let primary = decision
+                .targets
+                .first()
+                .map(|t| t.name(&cfg))
+                .unwrap_or_default();
             let pairs = members.iter().filter_map(|m| {
-                std::str::from_utf8(&body[m.key.clone()]).ok().map(|k| (k, &body[m.value.clone()]))
+                std::str::from_utf8(&body[m.key.clone()])
+                    .ok()
+                    .map(|k| (k, &body[m.value.clone()]))
             });
-            Some(crate::cache::request_key_members(pairs, &primary, scope.as_deref()))
+            Some(crate::cache::request_key_members(
+                pairs,
+                &primary,
+                scope.as_deref(),
+            ))
         }
         _ => None,
     };
     if let (Some(k), Some(cc)) = (&cache_key, &cfg.cache) {
-        let hit = worker.cache(cc).borrow_mut().get(k, crate::ledger::now_ms());
+        let hit = worker
+            .cache(cc)
+            .borrow_mut()
+            .get(k, crate::ledger::now_ms());
         if let Some(entry) = hit {
             let target = &decision.targets[0];
             let mut meta = RouteMeta {
@@ -427,8 +537,17 @@ async fn chat(
                 cache_capture: false,
                 captured: None,
             };
-            let relayed =
-                relay::serve_cached(stream, out, &entry, &mut meta, keep_alive, req.stream, req.include_usage, started).await;
+            let relayed = relay::serve_cached(
+                stream,
+                out,
+                &entry,
+                &mut meta,
+                keep_alive,
+                req.stream,
+                req.include_usage,
+                started,
+            )
+            .await;
             reservation.settle(0.0, 0);
             acct.cache_hit = true;
             acct.outcome = Some(match relayed.outcome {
@@ -436,7 +555,10 @@ async fn chat(
                 _ => LedgerOutcome::ClientCancelled,
             });
             acct.meta = Some(meta);
-            return Done { keep_alive: relayed.keep_alive, status: 200 };
+            return Done {
+                keep_alive: relayed.keep_alive,
+                status: 200,
+            };
         }
     }
     // A forcing prefix is stripped before forwarding: rewrite `messages` (rare path).
@@ -464,13 +586,23 @@ async fn chat(
     let mut vault = crate::scanner::Vault::new();
     let mut pii_messages: Option<(Vec<u8>, u32)> = None;
     let mut anthropic_pii: Option<Vec<u8>> = None;
-    let scrubbing = screening.pii_seen && decision.targets.iter().any(|t| cfg.providers[t.provider(&cfg)].pii);
+    let scrubbing = screening.pii_seen
+        && decision
+            .targets
+            .iter()
+            .any(|t| cfg.providers[t.provider(&cfg)].pii);
     if let Some(s) = scanner.as_deref().filter(|_| scrubbing) {
-        let base = messages_override.as_deref().or_else(|| security::messages_member(body, &members));
+        let base = messages_override
+            .as_deref()
+            .or_else(|| security::messages_member(body, &members));
         pii_messages = base.and_then(|b| security::scrub_messages(s, b, &mut vault));
         if let (Some(_), Some(i), Some(m)) = (&pii_messages, &inbound, &anthropic_members) {
-            let base = anthropic_override.as_deref().or_else(|| security::messages_member(i.original, m));
-            anthropic_pii = base.and_then(|b| security::scrub_messages(s, b, &mut vault)).map(|(b, _)| b);
+            let base = anthropic_override
+                .as_deref()
+                .or_else(|| security::messages_member(i.original, m));
+            anthropic_pii = base
+                .and_then(|b| security::scrub_messages(s, b, &mut vault))
+                .map(|(b, _)| b);
         }
     }
     let prompt_bytes: usize = req.messages.iter().map(|m| m.text.len()).sum();
@@ -502,18 +634,29 @@ async fn chat(
         Err(e) => return respond_error_as(stream, out, &e, keep_alive, anthropic_client).await,
     };
     acct.upstream_status = fwd.head.status;
-    acct.ttfb_ms = fwd.head_at.duration_since(fwd.sent_at).as_millis().min(u32::MAX as u128) as u32;
+    acct.ttfb_ms = fwd
+        .head_at
+        .duration_since(fwd.sent_at)
+        .as_millis()
+        .min(u32::MAX as u128) as u32;
     let target = &decision.targets[fwd.chosen];
     let upstream_model = target.model(&cfg).to_string();
     let scrubbed = cfg.providers[target.provider(&cfg)].pii && pii_messages.is_some();
-    acct.pii_count = if scrubbed { pii_messages.as_ref().map_or(0, |(_, n)| *n) } else { 0 };
+    acct.pii_count = if scrubbed {
+        pii_messages.as_ref().map_or(0, |(_, n)| *n)
+    } else {
+        0
+    };
     let vault_used = if scrubbed { Some(&vault) } else { None };
     let dialects = match (&inbound, cfg.providers[target.provider(&cfg)].dialect) {
         (None, Dialect::OpenAi) => Dialects::OpenAi,
-        (None, Dialect::Anthropic) => Dialects::AnthropicUpstream { model: &upstream_model },
-        (Some(i), Dialect::OpenAi) => {
-            Dialects::AnthropicClient { model: &upstream_model, input_tokens_hint: i.input_tokens_hint }
-        }
+        (None, Dialect::Anthropic) => Dialects::AnthropicUpstream {
+            model: &upstream_model,
+        },
+        (Some(i), Dialect::OpenAi) => Dialects::AnthropicClient {
+            model: &upstream_model,
+            input_tokens_hint: i.input_tokens_hint,
+        },
         (Some(_), Dialect::Anthropic) => Dialects::Anthropic,
     };
     let mut meta = RouteMeta {
@@ -521,7 +664,11 @@ async fn chat(
         routed_model: target.name(&cfg),
         category: decision.category,
         tier: decision.tier,
-        reason: if fwd.attempts.is_empty() { decision.reason.clone() } else { format!("{}+fallback", decision.reason) },
+        reason: if fwd.attempts.is_empty() {
+            decision.reason.clone()
+        } else {
+            format!("{}+fallback", decision.reason)
+        },
         decided_by: decision.decided_by.as_str(),
         fallbacks: fwd.attempts.iter().map(|a| a.target.clone()).collect(),
         security: screening.verdict,
@@ -537,10 +684,32 @@ async fn chat(
     };
     let relayed = if fwd.head.status == 200 && fwd.head.is_event_stream() {
         worker.counters.streams.inc();
-        relay::relay_sse(worker, stream, out, fwd, &mut meta, keep_alive, pre_upstream_us, client_wants_usage, dialects, vault_used)
-            .await
+        relay::relay_sse(
+            worker,
+            stream,
+            out,
+            fwd,
+            &mut meta,
+            keep_alive,
+            pre_upstream_us,
+            client_wants_usage,
+            dialects,
+            vault_used,
+        )
+        .await
     } else {
-        relay::relay_json(worker, stream, out, fwd, &mut meta, keep_alive, pre_upstream_us, dialects, vault_used).await
+        relay::relay_json(
+            worker,
+            stream,
+            out,
+            fwd,
+            &mut meta,
+            keep_alive,
+            pre_upstream_us,
+            dialects,
+            vault_used,
+        )
+        .await
     };
     // Upstream gauges: this provider's idle pool after the exchange, and which providers failed.
     let pi = target.provider(&cfg);
@@ -552,11 +721,18 @@ async fn chat(
     }
     for f in &meta.fallbacks {
         let name = f.split('/').next().unwrap_or("");
-        if let Some(c) = cfg.providers.iter().position(|p| p.name == name).and_then(|i| worker.counters.failing.get(i)) {
+        if let Some(c) = cfg
+            .providers
+            .iter()
+            .position(|p| p.name == name)
+            .and_then(|i| worker.counters.failing.get(i))
+        {
             c.set(1);
         }
     }
-    let tokens = meta.usage.map_or(0, |u| u.prompt_tokens + u.completion_tokens);
+    let tokens = meta
+        .usage
+        .map_or(0, |u| u.prompt_tokens + u.completion_tokens);
     reservation.settle(meta.estimated_cost_usd.unwrap_or(0.0), tokens);
     acct.outcome = Some(match relayed.outcome {
         relay::Outcome::Ok => LedgerOutcome::Ok,
@@ -566,33 +742,71 @@ async fn chat(
     });
     if let (Some(k), Some(cc), Some(body)) = (cache_key, &cfg.cache, meta.captured.take()) {
         if relayed.outcome == relay::Outcome::Ok {
-            let _ = worker.cache(cc).borrow_mut().insert(k, body, crate::ledger::now_ms());
+            let _ = worker
+                .cache(cc)
+                .borrow_mut()
+                .insert(k, body, crate::ledger::now_ms());
         }
     }
     acct.meta = Some(meta);
-    Done { keep_alive: relayed.keep_alive, status: relayed.status }
+    Done {
+        keep_alive: relayed.keep_alive,
+        status: relayed.status,
+    }
+}
+
+/// The classifier's view of a parsed request: system prompts apart, turns in order.
+pub fn classify_input<'a>(req: &'a parse::ChatRequest<'_>) -> crate::classifier::ClassifyInput<'a> {
+    use crate::classifier::{ClassifyInput, Role, Turn};
+    let mut input = ClassifyInput {
+        system: Vec::new(),
+        turns: Vec::with_capacity(req.messages.len()),
+        has_tools: req.has_tools,
+        has_audio: req.has_audio,
+    };
+    for m in &req.messages {
+        match m.role {
+            "system" | "developer" => input.system.push(&m.text),
+            "user" => input.turns.push(Turn {
+                role: Role::User,
+                text: &m.text,
+            }),
+            "assistant" => input.turns.push(Turn {
+                role: Role::Assistant,
+                text: &m.text,
+            }),
+            _ => input.turns.push(Turn {
+                role: Role::Tool,
+                text: &m.text,
+            }),
+        }
+    }
+    input
+}
+
+/// Whether the model is asked at all: structure (tools, tool results, audio) and forcing prompt
+/// prefixes decide without it.
+pub fn needs_model(input: &crate::classifier::ClassifyInput<'_>) -> bool {
+    use crate::classifier::Role;
+    !input.has_tools
+        && !input.has_audio
+        && !input.turns.iter().any(|t| t.role == Role::Tool)
+        && input
+            .latest_user_text()
+            .is_some_and(|t| crate::classifier::detect_override(t).is_none())
 }
 
 /// The routing decision for `model: auto`: structure and prompt prefixes first, then the learned
 /// classifier on its own core if it answers within the deadline, else the rule scorer. Never
 /// blocks the core: a late or missing answer is simply `None` from the handle.
-async fn classify(worker: &Worker, cfg: &crate::config::Config, req: &parse::ChatRequest<'_>) -> Option<crate::classifier::Decision> {
-    use crate::classifier::{decide, ClassifyInput, Role, Turn};
-    let mut input = ClassifyInput { system: Vec::new(), turns: Vec::with_capacity(req.messages.len()), has_tools: req.has_tools, has_audio: req.has_audio };
-    for m in &req.messages {
-        match m.role {
-            "system" | "developer" => input.system.push(&m.text),
-            "user" => input.turns.push(Turn { role: Role::User, text: &m.text }),
-            "assistant" => input.turns.push(Turn { role: Role::Assistant, text: &m.text }),
-            _ => input.turns.push(Turn { role: Role::Tool, text: &m.text }),
-        }
-    }
-    // Structure and prefixes decide without the model.
-    let needs_model = !input.has_tools
-        && !input.has_audio
-        && !input.turns.iter().any(|t| t.role == Role::Tool)
-        && input.latest_user_text().is_some_and(|t| crate::classifier::detect_override(t).is_none());
-    let answer = match (&worker.classifier, needs_model) {
+async fn classify(
+    worker: &Worker,
+    cfg: &crate::config::Config,
+    req: &parse::ChatRequest<'_>,
+) -> Option<crate::classifier::Decision> {
+    use crate::classifier::decide;
+    let input = classify_input(req);
+    let answer = match (&worker.classifier, needs_model(&input)) {
         (Some(h), true) => h.classify_input(&input, cfg.classifier_deadline()).await,
         _ => None,
     };
@@ -604,7 +818,10 @@ fn strip_prefix_messages(body: &[u8], members: &[parse::Member], n: usize) -> Op
     let m = members.iter().find(|m| m.key_is(body, "messages"))?;
     let mut msgs: serde_json::Value = serde_json::from_slice(&body[m.value.clone()]).ok()?;
     let arr = msgs.as_array_mut()?;
-    let last_user = arr.iter_mut().rev().find(|m| m.get("role").and_then(|r| r.as_str()) == Some("user"))?;
+    let last_user = arr
+        .iter_mut()
+        .rev()
+        .find(|m| m.get("role").and_then(|r| r.as_str()) == Some("user"))?;
     match last_user.get_mut("content")? {
         serde_json::Value::String(s) => {
             let cut = n.min(s.len());
@@ -613,7 +830,9 @@ fn strip_prefix_messages(body: &[u8], members: &[parse::Member], n: usize) -> Op
             }
         }
         serde_json::Value::Array(parts) => {
-            let p = parts.iter_mut().find(|p| p.get("type").and_then(|t| t.as_str()) == Some("text"))?;
+            let p = parts
+                .iter_mut()
+                .find(|p| p.get("type").and_then(|t| t.as_str()) == Some("text"))?;
             if let Some(serde_json::Value::String(s)) = p.get_mut("text") {
                 let cut = n.min(s.len());
                 if s.is_char_boundary(cut) {

@@ -25,7 +25,9 @@ impl Member {
         if raw.contains(&b'\\') {
             // Escaped key (`"mo\u0064el"`): decode it the slow way; this is rare.
             let quoted = &body[self.key.start - 1..self.key.end + 1];
-            return serde_json::from_slice::<String>(quoted).map(|k| k == name).unwrap_or(false);
+            return serde_json::from_slice::<String>(quoted)
+                .map(|k| k == name)
+                .unwrap_or(false);
         }
         raw == name.as_bytes()
     }
@@ -79,7 +81,8 @@ fn skip_value(b: &[u8], i: usize) -> Option<usize> {
         }
         _ => {
             let mut j = i;
-            while j < b.len() && !matches!(b[j], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+            while j < b.len() && !matches!(b[j], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+            {
                 j += 1;
             }
             (j > i).then_some(j)
@@ -111,7 +114,10 @@ pub fn top_level_members(body: &[u8]) -> Option<Vec<Member>> {
         }
         i = skip_ws(body, i + 1);
         let v_end = skip_value(body, i)?;
-        members.push(Member { key, value: i..v_end });
+        members.push(Member {
+            key,
+            value: i..v_end,
+        });
         i = skip_ws(body, v_end);
         match body.get(i) {
             Some(b',') => i = skip_ws(body, i + 1),
@@ -155,7 +161,14 @@ pub struct ChatRequest<'a> {
     pub n: u64,
 }
 
-const ROLES: [&str; 6] = ["system", "developer", "user", "assistant", "tool", "function"];
+const ROLES: [&str; 6] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
 fn invalid(param: impl Into<String>, msg: impl Into<String>) -> GatewayError {
     GatewayError::invalid(param, msg)
@@ -165,7 +178,9 @@ fn invalid(param: impl Into<String>, msg: impl Into<String>) -> GatewayError {
 /// overwrite). `Err` is a 400 naming the field.
 pub fn parse_chat_request(scratch: &mut [u8]) -> Result<ChatRequest<'_>, GatewayError> {
     if scratch.is_empty() {
-        return Err(GatewayError::malformed("request body is empty; expected a JSON chat completions request"));
+        return Err(GatewayError::malformed(
+            "request body is empty; expected a JSON chat completions request",
+        ));
     }
     let value = simd_json::to_borrowed_value(scratch)
         .map_err(|e| GatewayError::malformed(format!("request body is not valid JSON: {e}")))?;
@@ -174,7 +189,9 @@ pub fn parse_chat_request(scratch: &mut [u8]) -> Result<ChatRequest<'_>, Gateway
 
 fn chat_request_from_value(value: BorrowedValue<'_>) -> Result<ChatRequest<'_>, GatewayError> {
     let BorrowedValue::Object(mut obj) = value else {
-        return Err(GatewayError::malformed("request body must be a JSON object"));
+        return Err(GatewayError::malformed(
+            "request body must be a JSON object",
+        ));
     };
     let model = match obj.remove("model") {
         Some(BorrowedValue::String(s)) if !s.is_empty() => s,
@@ -183,13 +200,17 @@ fn chat_request_from_value(value: BorrowedValue<'_>) -> Result<ChatRequest<'_>, 
     };
     let stream = match obj.get("stream") {
         None | Some(BorrowedValue::Static(simd_json::StaticNode::Null)) => false,
-        Some(v) => v.as_bool().ok_or_else(|| invalid("stream", "`stream` must be a boolean"))?,
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| invalid("stream", "`stream` must be a boolean"))?,
     };
     let include_usage = match obj.get("stream_options") {
         None => false,
         Some(v) if v.is_null() => false,
         Some(v) => {
-            let o = v.as_object().ok_or_else(|| invalid("stream_options", "`stream_options` must be an object"))?;
+            let o = v
+                .as_object()
+                .ok_or_else(|| invalid("stream_options", "`stream_options` must be an object"))?;
             match o.get("include_usage") {
                 None => false,
                 Some(u) => u
@@ -206,8 +227,13 @@ fn chat_request_from_value(value: BorrowedValue<'_>) -> Result<ChatRequest<'_>, 
     let has_tools = match obj.get("tools") {
         None => false,
         Some(v) if v.is_null() => false,
-        Some(v) => !v.as_array().ok_or_else(|| invalid("tools", "`tools` must be an array"))?.is_empty(),
-    } || obj.get("functions").is_some_and(|f| f.as_array().is_some_and(|a| !a.is_empty()));
+        Some(v) => !v
+            .as_array()
+            .ok_or_else(|| invalid("tools", "`tools` must be an array"))?
+            .is_empty(),
+    } || obj
+        .get("functions")
+        .is_some_and(|f| f.as_array().is_some_and(|a| !a.is_empty()));
     let max_tokens = obj
         .get("max_completion_tokens")
         .or_else(|| obj.get("max_tokens"))
@@ -224,27 +250,44 @@ fn chat_request_from_value(value: BorrowedValue<'_>) -> Result<ChatRequest<'_>, 
         None => return Err(invalid("messages", "`messages` is required")),
     };
     if messages_value.is_empty() {
-        return Err(invalid("messages", "`messages` must contain at least one message"));
+        return Err(invalid(
+            "messages",
+            "`messages` must contain at least one message",
+        ));
     }
     let mut has_audio = has_audio_modality;
     let mut has_tool_messages = false;
     let mut messages = Vec::with_capacity(messages_value.len());
     for (i, m) in messages_value.into_iter().enumerate() {
         let BorrowedValue::Object(mut m) = m else {
-            return Err(invalid(format!("messages[{i}]"), "each message must be an object"));
+            return Err(invalid(
+                format!("messages[{i}]"),
+                "each message must be an object",
+            ));
         };
         let role = match m.remove("role") {
             Some(BorrowedValue::String(Cow::Borrowed(r))) if ROLES.contains(&r) => r,
-            Some(BorrowedValue::String(r)) if ROLES.contains(&r.as_ref()) => {
-                ROLES.iter().copied().find(|x| *x == r.as_ref()).unwrap_or("user")
-            }
+            Some(BorrowedValue::String(r)) if ROLES.contains(&r.as_ref()) => ROLES
+                .iter()
+                .copied()
+                .find(|x| *x == r.as_ref())
+                .unwrap_or("user"),
             Some(BorrowedValue::String(r)) => {
                 return Err(invalid(
                     format!("messages[{i}].role"),
-                    format!("unknown role `{}`; expected one of {}", r.chars().take(40).collect::<String>(), ROLES.join(", ")),
+                    format!(
+                        "unknown role `{}`; expected one of {}",
+                        r.chars().take(40).collect::<String>(),
+                        ROLES.join(", ")
+                    ),
                 ))
             }
-            Some(_) => return Err(invalid(format!("messages[{i}].role"), "`role` must be a string")),
+            Some(_) => {
+                return Err(invalid(
+                    format!("messages[{i}].role"),
+                    "`role` must be a string",
+                ))
+            }
             None => return Err(invalid(format!("messages[{i}].role"), "`role` is required")),
         };
         if role == "tool" || role == "function" || m.get("tool_calls").is_some() {
@@ -258,16 +301,24 @@ fn chat_request_from_value(value: BorrowedValue<'_>) -> Result<ChatRequest<'_>, 
                 let mut joined = String::new();
                 for (j, p) in parts.iter().enumerate() {
                     let Some(po) = p.as_object() else {
-                        return Err(invalid(format!("messages[{i}].content[{j}]"), "content parts must be objects"));
+                        return Err(invalid(
+                            format!("messages[{i}].content[{j}]"),
+                            "content parts must be objects",
+                        ));
                     };
-                    let ty = po
-                        .get("type")
-                        .and_then(|t| t.as_str())
-                        .ok_or_else(|| invalid(format!("messages[{i}].content[{j}].type"), "`type` is required"))?;
+                    let ty = po.get("type").and_then(|t| t.as_str()).ok_or_else(|| {
+                        invalid(
+                            format!("messages[{i}].content[{j}].type"),
+                            "`type` is required",
+                        )
+                    })?;
                     match ty {
                         "text" | "input_text" => {
                             let t = po.get("text").and_then(|t| t.as_str()).ok_or_else(|| {
-                                invalid(format!("messages[{i}].content[{j}].text"), "`text` must be a string")
+                                invalid(
+                                    format!("messages[{i}].content[{j}].text"),
+                                    "`text` must be a string",
+                                )
                             })?;
                             if !joined.is_empty() {
                                 joined.push('\n');
@@ -281,7 +332,10 @@ fn chat_request_from_value(value: BorrowedValue<'_>) -> Result<ChatRequest<'_>, 
                 Cow::Owned(joined)
             }
             Some(_) => {
-                return Err(invalid(format!("messages[{i}].content"), "`content` must be a string, an array of parts, or null"))
+                return Err(invalid(
+                    format!("messages[{i}].content"),
+                    "`content` must be a string, an array of parts, or null",
+                ))
             }
         };
         messages.push(MessageText { role, text });
@@ -301,16 +355,27 @@ fn chat_request_from_value(value: BorrowedValue<'_>) -> Result<ChatRequest<'_>, 
 }
 
 fn parse_route(v: &BorrowedValue<'_>) -> Result<RouteOptions, GatewayError> {
-    let o = v.as_object().ok_or_else(|| invalid("route", "`route` must be an object"))?;
+    let o = v
+        .as_object()
+        .ok_or_else(|| invalid("route", "`route` must be an object"))?;
     let mut r = RouteOptions::default();
     for (k, v) in o.iter() {
         match k.as_ref() {
-            "fallback" => r.fallback = Some(v.as_bool().ok_or_else(|| invalid("route.fallback", "must be a boolean"))?),
+            "fallback" => {
+                r.fallback = Some(
+                    v.as_bool()
+                        .ok_or_else(|| invalid("route.fallback", "must be a boolean"))?,
+                )
+            }
             "latency_budget_ms" => {
-                r.latency_budget_ms = Some(v.as_u64().ok_or_else(|| invalid("route.latency_budget_ms", "must be a non-negative integer"))?)
+                r.latency_budget_ms = Some(v.as_u64().ok_or_else(|| {
+                    invalid("route.latency_budget_ms", "must be a non-negative integer")
+                })?)
             }
             "max_cost_usd" => {
-                let x = v.cast_f64().ok_or_else(|| invalid("route.max_cost_usd", "must be a number"))?;
+                let x = v
+                    .cast_f64()
+                    .ok_or_else(|| invalid("route.max_cost_usd", "must be a number"))?;
                 if !(x >= 0.0) {
                     return Err(invalid("route.max_cost_usd", "must be ≥ 0"));
                 }
@@ -354,7 +419,10 @@ pub fn find_usage(body: &[u8]) -> Option<Usage> {
         completion_tokens: u64,
     }
     let u: U = serde_json::from_slice(v).ok()?;
-    Some(Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens })
+    Some(Usage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+    })
 }
 
 /// Builds the body sent upstream from the client's original bytes: `model` replaced, `route`
@@ -441,7 +509,9 @@ mod tests {
 
     #[test]
     fn valid_request_parses() {
-        let (stream, model) = parse(r#"{"model":"auto","stream":true,"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        let (stream, model) =
+            parse(r#"{"model":"auto","stream":true,"messages":[{"role":"user","content":"hi"}]}"#)
+                .unwrap();
         assert!(stream);
         assert_eq!(model, "auto");
     }
@@ -452,20 +522,44 @@ mod tests {
             (r#"{"messages":[]}"#, "model"),
             (r#"{"model":"a"}"#, "messages"),
             (r#"{"model":"a","messages":[]}"#, "messages"),
-            (r#"{"model":"a","messages":[{"role":"user","content":"x"},{"content":"y"}]}"#, "messages[1].role"),
-            (r#"{"model":"a","messages":[{"role":"wizard","content":"x"}]}"#, "messages[0].role"),
-            (r#"{"model":"a","messages":[{"role":"user","content":5}]}"#, "messages[0].content"),
-            (r#"{"model":"a","messages":[{"role":"user","content":[{"text":"x"}]}]}"#, "messages[0].content[0].type"),
-            (r#"{"model":"a","stream":"yes","messages":[{"role":"user","content":"x"}]}"#, "stream"),
-            (r#"{"model":"a","route":{"tier":9},"messages":[{"role":"user","content":"x"}]}"#, "route.tier"),
-            (r#"{"model":7,"messages":[{"role":"user","content":"x"}]}"#, "model"),
+            (
+                r#"{"model":"a","messages":[{"role":"user","content":"x"},{"content":"y"}]}"#,
+                "messages[1].role",
+            ),
+            (
+                r#"{"model":"a","messages":[{"role":"wizard","content":"x"}]}"#,
+                "messages[0].role",
+            ),
+            (
+                r#"{"model":"a","messages":[{"role":"user","content":5}]}"#,
+                "messages[0].content",
+            ),
+            (
+                r#"{"model":"a","messages":[{"role":"user","content":[{"text":"x"}]}]}"#,
+                "messages[0].content[0].type",
+            ),
+            (
+                r#"{"model":"a","stream":"yes","messages":[{"role":"user","content":"x"}]}"#,
+                "stream",
+            ),
+            (
+                r#"{"model":"a","route":{"tier":9},"messages":[{"role":"user","content":"x"}]}"#,
+                "route.tier",
+            ),
+            (
+                r#"{"model":7,"messages":[{"role":"user","content":"x"}]}"#,
+                "model",
+            ),
         ];
         for (body, param) in cases {
             let e = parse(body).unwrap_err();
             assert_eq!(e.param(), Some(param), "{body}");
             assert_eq!(e.status(), 400);
         }
-        assert!(parse("not json").unwrap_err().to_string().contains("not valid JSON"));
+        assert!(parse("not json")
+            .unwrap_err()
+            .to_string()
+            .contains("not valid JSON"));
         assert!(parse("[1,2]").is_err());
         assert!(parse("").is_err());
     }
@@ -489,18 +583,28 @@ mod tests {
 
     #[test]
     fn stream_options_merged() {
-        let body = br#"{"model":"a","stream_options":{"include_usage":false,"other":1},"messages":[]}"#;
+        let body =
+            br#"{"model":"a","stream_options":{"include_usage":false,"other":1},"messages":[]}"#;
         let m = top_level_members(body).unwrap();
         let mut out = Vec::new();
         build_upstream_body(body, &m, "b", true, None, &mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["stream_options"], serde_json::json!({"include_usage": true, "other": 1}));
+        assert_eq!(
+            v["stream_options"],
+            serde_json::json!({"include_usage": true, "other": 1})
+        );
     }
 
     #[test]
     fn usage_is_found() {
         let u = find_usage(br#"{"id":"x","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}"#);
-        assert_eq!(u, Some(Usage { prompt_tokens: 12, completion_tokens: 7 }));
+        assert_eq!(
+            u,
+            Some(Usage {
+                prompt_tokens: 12,
+                completion_tokens: 7
+            })
+        );
         assert_eq!(find_usage(br#"{"usage":null}"#), None);
     }
 }

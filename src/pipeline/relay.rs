@@ -18,11 +18,11 @@ use crate::http::{response, sse};
 use super::account::RouteMeta;
 use super::forward::Forwarded;
 use super::parse::{find_usage, top_level_members, Usage};
+use super::security::{SseItem, SseRehydrator};
+use super::Worker;
 use crate::providers::anthropic::{
     self as anthropic, ChatToMessagesStream, ChunkMeta, MessagesToChatStream,
 };
-use super::security::{SseItem, SseRehydrator};
-use super::Worker;
 use crate::scanner::Vault;
 
 /// How a relayed exchange ended, for accounting.
@@ -54,7 +54,10 @@ pub enum Dialects<'a> {
     /// OpenAI client, Anthropic upstream: answers become chat completions.
     AnthropicUpstream { model: &'a str },
     /// Anthropic client, OpenAI upstream: answers become Messages.
-    AnthropicClient { model: &'a str, input_tokens_hint: u32 },
+    AnthropicClient {
+        model: &'a str,
+        input_tokens_hint: u32,
+    },
     /// Anthropic on both sides: bytes pass through.
     Anthropic,
 }
@@ -66,7 +69,10 @@ impl Dialects<'_> {
 }
 
 fn from_anthropic_usage(u: anthropic::Usage) -> Usage {
-    Usage { prompt_tokens: u64::from(u.prompt_tokens), completion_tokens: u64::from(u.completion_tokens) }
+    Usage {
+        prompt_tokens: u64::from(u.prompt_tokens),
+        completion_tokens: u64::from(u.completion_tokens),
+    }
 }
 
 /// `usage` of an Anthropic Messages response body (cached prompt tokens counted as prompt).
@@ -120,7 +126,10 @@ fn anthropic_error_event(out: &mut Vec<u8>, message: &str) {
 }
 
 fn now_s() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Writes `out` to the client and clears it.
@@ -165,17 +174,29 @@ pub async fn relay_json(
     });
     let mut reader = BodyReader::new(fwd.head.framing);
     loop {
-        match reader.read_some(&mut fwd.conn, &mut body, fwd.idle_timeout_ms).await {
+        match reader
+            .read_some(&mut fwd.conn, &mut body, fwd.idle_timeout_ms)
+            .await
+        {
             Ok(true) => break,
             Ok(false) => {
                 if body.len() > 64 << 20 {
-                    return fail_before_bytes(stream, out, meta, "upstream response larger than 64 MiB", keep_alive, anthropic_client).await;
+                    return fail_before_bytes(
+                        stream,
+                        out,
+                        meta,
+                        "upstream response larger than 64 MiB",
+                        keep_alive,
+                        anthropic_client,
+                    )
+                    .await;
                 }
             }
             Err(e) => {
                 worker.counters.upstream_errors.inc();
                 let msg = format!("upstream {} failed mid-response: {e}", meta.routed_model);
-                return fail_before_bytes(stream, out, meta, &msg, keep_alive, anthropic_client).await;
+                return fail_before_bytes(stream, out, meta, &msg, keep_alive, anthropic_client)
+                    .await;
             }
         }
     }
@@ -188,27 +209,52 @@ pub async fn relay_json(
         worker.pool.checkin(fwd.conn, fwd.pool_max_idle);
     }
     let status = fwd.head.status;
-    let mut is_json = fwd.head.content_type.as_deref().is_some_and(|c| c.contains("json"));
+    let mut is_json = fwd
+        .head
+        .content_type
+        .as_deref()
+        .is_some_and(|c| c.contains("json"));
     let mut translated = true;
     let usage = match dialects {
         Dialects::OpenAi => {
             translated = false;
             if status == 200 && meta.cache_capture && is_json {
-                meta.captured = Some(crate::cache::CachedBody::Json(body.clone().into_boxed_slice()));
+                meta.captured = Some(crate::cache::CachedBody::Json(
+                    body.clone().into_boxed_slice(),
+                ));
             }
-            if status == 200 { find_usage(&body) } else { None }
+            if status == 200 {
+                find_usage(&body)
+            } else {
+                None
+            }
         }
         Dialects::Anthropic => {
             translated = false;
-            if status == 200 { anthropic_body_usage(&body) } else { None }
+            if status == 200 {
+                anthropic_body_usage(&body)
+            } else {
+                None
+            }
         }
         Dialects::AnthropicUpstream { model } => {
             if status == 200 {
                 match anthropic::messages_response_to_chat(&body, model) {
                     Ok(b) => body = b,
                     Err(e) => {
-                        let msg = format!("upstream {} sent an unreadable Messages response: {e}", meta.routed_model);
-                        return fail_before_bytes(stream, out, meta, &msg, keep_alive, anthropic_client).await;
+                        let msg = format!(
+                            "upstream {} sent an unreadable Messages response: {e}",
+                            meta.routed_model
+                        );
+                        return fail_before_bytes(
+                            stream,
+                            out,
+                            meta,
+                            &msg,
+                            keep_alive,
+                            anthropic_client,
+                        )
+                        .await;
                     }
                 }
                 find_usage(&body)
@@ -223,13 +269,25 @@ pub async fn relay_json(
                 match anthropic::chat_response_to_messages(&body, model) {
                     Ok(b) => body = b,
                     Err(e) => {
-                        let msg = format!("upstream {} sent an unreadable chat completion: {e}", meta.routed_model);
-                        return fail_before_bytes(stream, out, meta, &msg, keep_alive, anthropic_client).await;
+                        let msg = format!(
+                            "upstream {} sent an unreadable chat completion: {e}",
+                            meta.routed_model
+                        );
+                        return fail_before_bytes(
+                            stream,
+                            out,
+                            meta,
+                            &msg,
+                            keep_alive,
+                            anthropic_client,
+                        )
+                        .await;
                     }
                 }
                 usage
             } else {
-                body = anthropic::error_body_anthropic(status, &openai_error_message(status, &body));
+                body =
+                    anthropic::error_body_anthropic(status, &openai_error_message(status, &body));
                 None
             }
         }
@@ -293,14 +351,25 @@ async fn fail_before_bytes(
     keep_alive: bool,
     anthropic_client: bool,
 ) -> Relayed {
-    let err = crate::error::GatewayError::UpstreamFailed { message: message.to_string() };
+    let err = crate::error::GatewayError::UpstreamFailed {
+        message: message.to_string(),
+    };
     out.clear();
     response::begin(out, err.status(), keep_alive);
     write_meta_headers(out, meta, 0);
-    let body = if anthropic_client { anthropic::error_body_anthropic(err.status(), message) } else { err.to_json() };
+    let body = if anthropic_client {
+        anthropic::error_body_anthropic(err.status(), message)
+    } else {
+        err.to_json()
+    };
     response::finish_with_body(out, "application/json", &body);
     let ok = flush(stream, out).await.is_ok();
-    Relayed { outcome: Outcome::UpstreamFailed, usage: None, status: 502, keep_alive: keep_alive && ok }
+    Relayed {
+        outcome: Outcome::UpstreamFailed,
+        usage: None,
+        status: 502,
+        keep_alive: keep_alive && ok,
+    }
 }
 
 /// Per-stream translation state (see [`Dialects`]).
@@ -327,7 +396,10 @@ pub async fn relay_sse(
     vault: Option<&Vault>,
 ) -> Relayed {
     let mut reader = BodyReader::new(fwd.head.framing);
-    let upstream_anthropic = matches!(dialects, Dialects::AnthropicUpstream { .. } | Dialects::Anthropic);
+    let upstream_anthropic = matches!(
+        dialects,
+        Dialects::AnthropicUpstream { .. } | Dialects::Anthropic
+    );
     let mut rehydrator = vault.map(|v| SseRehydrator::new(v, upstream_anthropic));
     let mut rh_events: Vec<SseItem> = Vec::new();
     let mut pending: Vec<u8> = Vec::with_capacity(8192);
@@ -344,26 +416,44 @@ pub async fn relay_sse(
     let mut xlate = match dialects {
         Dialects::OpenAi => Xlate::None,
         Dialects::AnthropicUpstream { model } => Xlate::FromAnthropic(MessagesToChatStream::new(
-            ChunkMeta { id: None, model, created_s: now_s() },
+            ChunkMeta {
+                id: None,
+                model,
+                created_s: now_s(),
+            },
             client_wants_usage,
         )),
-        Dialects::AnthropicClient { model, input_tokens_hint } => {
-            Xlate::ToAnthropic(ChatToMessagesStream::new(model, None, input_tokens_hint))
-        }
+        Dialects::AnthropicClient {
+            model,
+            input_tokens_hint,
+        } => Xlate::ToAnthropic(ChatToMessagesStream::new(model, None, input_tokens_hint)),
         Dialects::Anthropic => Xlate::Anthropic(
-            MessagesToChatStream::new(ChunkMeta { id: Some(""), model: "", created_s: 0 }, false),
+            MessagesToChatStream::new(
+                ChunkMeta {
+                    id: Some(""),
+                    model: "",
+                    created_s: 0,
+                },
+                false,
+            ),
             Vec::with_capacity(1024),
         ),
     };
     // A translator met an event it cannot translate: its terminal event is written; stop reading.
     let mut stopped = false;
     let broken: Option<String> = loop {
-        let res = reader.read_some(&mut fwd.conn, &mut pending, fwd.idle_timeout_ms).await;
+        let res = reader
+            .read_some(&mut fwd.conn, &mut pending, fwd.idle_timeout_ms)
+            .await;
         let (done, err) = match res {
             Ok(d) => (d, None),
             Err(e) => (true, Some(e.to_string())),
         };
-        let n = if done && err.is_none() { pending.len() } else { sse::complete_prefix(&pending) };
+        let n = if done && err.is_none() {
+            pending.len()
+        } else {
+            sse::complete_prefix(&pending)
+        };
         chunk.clear();
         // A scrubbed request's events go through the rehydrator first (it may split or add events).
         rh_events.clear();
@@ -375,16 +465,30 @@ pub async fn relay_sse(
                 }
             }
         }
-        let direct = rehydrator
-            .is_none()
-            .then(|| sse::events(&pending[..n]).map(sse::parse_event).filter(|p| p.has_data).map(|p| (p.event, p.data)));
+        let direct = rehydrator.is_none().then(|| {
+            sse::events(&pending[..n])
+                .map(sse::parse_event)
+                .filter(|p| p.has_data)
+                .map(|p| (p.event, p.data))
+        });
         let rewritten = rehydrator.is_some().then(|| {
-            rh_events.iter().map(|(e, d)| (Some(e.as_slice()).filter(|e| !e.is_empty()), std::borrow::Cow::Borrowed(d.as_slice())))
+            rh_events.iter().map(|(e, d)| {
+                (
+                    Some(e.as_slice()).filter(|e| !e.is_empty()),
+                    std::borrow::Cow::Borrowed(d.as_slice()),
+                )
+            })
         });
         // (comments and keep-alive pings carry nothing for the client and are dropped)
-        for (ev_name, ev_data) in direct.into_iter().flatten().chain(rewritten.into_iter().flatten()) {
+        for (ev_name, ev_data) in direct
+            .into_iter()
+            .flatten()
+            .chain(rewritten.into_iter().flatten())
+        {
             let data: &[u8] = &ev_data;
-            let event_name = ev_name.and_then(|e| std::str::from_utf8(e).ok()).unwrap_or("");
+            let event_name = ev_name
+                .and_then(|e| std::str::from_utf8(e).ok())
+                .unwrap_or("");
             match &mut xlate {
                 Xlate::None => {}
                 Xlate::FromAnthropic(s) => {
@@ -466,7 +570,12 @@ pub async fn relay_sse(
             worker.counters.client_cancels.inc();
             let u = translator_usage(&xlate).or(usage);
             meta.set_usage(u.or(Some(estimate_usage(meta, completion_chars))));
-            return Relayed { outcome: Outcome::ClientGone, usage: u, status, keep_alive: false };
+            return Relayed {
+                outcome: Outcome::ClientGone,
+                usage: u,
+                status,
+                keep_alive: false,
+            };
         }
         if let Some(e) = err {
             break Some(e);
@@ -484,21 +593,27 @@ pub async fn relay_sse(
     if broken.is_none() && !stopped && fwd.head.keep_alive && reader.is_done() {
         worker.pool.checkin(fwd.conn, fwd.pool_max_idle);
     }
-    let final_usage = translator_usage(&xlate)
-        .or(usage)
-        .or_else(|| broken.as_ref().map(|_| estimate_usage(meta, completion_chars)));
+    let final_usage = translator_usage(&xlate).or(usage).or_else(|| {
+        broken
+            .as_ref()
+            .map(|_| estimate_usage(meta, completion_chars))
+    });
     meta.set_usage(final_usage);
     chunk.clear();
     if broken.is_some() {
         worker.counters.upstream_errors.inc();
     }
-    let broken_message = broken.as_ref().map(|e| format!("upstream {} failed mid-stream: {e}", meta.routed_model));
+    let broken_message = broken
+        .as_ref()
+        .map(|e| format!("upstream {} failed mid-stream: {e}", meta.routed_model));
     let mut obj = String::with_capacity(256);
     meta.write_json(&mut obj);
     match &mut xlate {
         Xlate::None => {
             if let Some(message) = &broken_message {
-                let err = crate::error::GatewayError::UpstreamFailed { message: message.clone() };
+                let err = crate::error::GatewayError::UpstreamFailed {
+                    message: message.clone(),
+                };
                 chunk.extend_from_slice(b"data: ");
                 chunk.extend_from_slice(&err.to_json());
                 chunk.extend_from_slice(b"\n\n");
@@ -506,9 +621,13 @@ pub async fn relay_sse(
             // Routing metadata rides in a last chunk before [DONE].
             chunk.extend_from_slice(b"data: {");
             if let Some((id, created, model)) = &first_chunk_fields {
-                chunk.extend_from_slice(format!("\"id\":{id},\"created\":{created},\"model\":{model},").as_bytes());
+                chunk.extend_from_slice(
+                    format!("\"id\":{id},\"created\":{created},\"model\":{model},").as_bytes(),
+                );
             }
-            chunk.extend_from_slice(b"\"object\":\"chat.completion.chunk\",\"choices\":[],\"tierflow\":");
+            chunk.extend_from_slice(
+                b"\"object\":\"chat.completion.chunk\",\"choices\":[],\"tierflow\":",
+            );
             chunk.extend_from_slice(obj.as_bytes());
             chunk.extend_from_slice(b"}\n\n");
             let _ = saw_done;
@@ -516,7 +635,9 @@ pub async fn relay_sse(
         }
         Xlate::FromAnthropic(s) => match &broken_message {
             Some(message) if !s.is_done() => {
-                let err = crate::error::GatewayError::UpstreamFailed { message: message.clone() };
+                let err = crate::error::GatewayError::UpstreamFailed {
+                    message: message.clone(),
+                };
                 chunk.extend_from_slice(b"data: ");
                 chunk.extend_from_slice(&err.to_json());
                 chunk.extend_from_slice(b"\n\ndata: [DONE]\n\n");
@@ -576,7 +697,12 @@ pub async fn serve_cached(
     use crate::cache::{replay_json, replay_sse_into, CachedBody};
     let usage = match &entry.body {
         CachedBody::Json(b) => find_usage(b),
-        CachedBody::Stream { chunks, usage_chunk } => usage_chunk.and_then(|i| chunks.get(i)).and_then(|c| find_usage(c)),
+        CachedBody::Stream {
+            chunks,
+            usage_chunk,
+        } => usage_chunk
+            .and_then(|i| chunks.get(i))
+            .and_then(|c| find_usage(c)),
     };
     meta.set_usage(usage);
     // Nothing was spent upstream: the whole flagship price is saved.
@@ -596,7 +722,9 @@ pub async fn serve_cached(
         }
         let mut obj = String::with_capacity(256);
         meta.write_json(&mut obj);
-        events.extend_from_slice(b"data: {\"object\":\"chat.completion.chunk\",\"choices\":[],\"tierflow\":");
+        events.extend_from_slice(
+            b"data: {\"object\":\"chat.completion.chunk\",\"choices\":[],\"tierflow\":",
+        );
         events.extend_from_slice(obj.as_bytes());
         events.extend_from_slice(b"}\n\ndata: [DONE]\n\n");
         response::begin(out, 200, keep_alive);
@@ -611,7 +739,10 @@ pub async fn serve_cached(
         };
         let mut obj = String::with_capacity(256);
         meta.write_json(&mut obj);
-        let end = body.iter().rposition(|b| !b.is_ascii_whitespace()).filter(|&e| body[e] == b'}');
+        let end = body
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .filter(|&e| body[e] == b'}');
         response::begin(out, 200, keep_alive);
         write_meta_headers(out, meta, started.elapsed().as_micros() as u64);
         let mut full = Vec::with_capacity(body.len() + obj.len() + 16);
@@ -627,7 +758,12 @@ pub async fn serve_cached(
         response::finish_with_body(out, "application/json", &full);
     }
     let ok = flush(stream, out).await.is_ok();
-    Relayed { outcome: if ok { Outcome::Ok } else { Outcome::ClientGone }, usage, status: 200, keep_alive: keep_alive && ok }
+    Relayed {
+        outcome: if ok { Outcome::Ok } else { Outcome::ClientGone },
+        usage,
+        status: 200,
+        keep_alive: keep_alive && ok,
+    }
 }
 
 fn memchr_usage(data: &[u8]) -> bool {
@@ -635,11 +771,18 @@ fn memchr_usage(data: &[u8]) -> bool {
 }
 
 fn is_empty_choices(data: &[u8]) -> bool {
-    let Some(members) = top_level_members(data) else { return false };
+    let Some(members) = top_level_members(data) else {
+        return false;
+    };
     members
         .iter()
         .find(|m| m.key_is(data, "choices"))
-        .is_none_or(|m| data[m.value.clone()].iter().filter(|b| !b.is_ascii_whitespace()).eq(b"[]".iter()))
+        .is_none_or(|m| {
+            data[m.value.clone()]
+                .iter()
+                .filter(|b| !b.is_ascii_whitespace())
+                .eq(b"[]".iter())
+        })
 }
 
 /// `id`, `created` and `model` of a chunk, as raw JSON values.
@@ -651,7 +794,11 @@ fn chunk_identity(data: &[u8]) -> Option<(String, String, String)> {
             .find(|m| m.key_is(data, k))
             .map(|m| String::from_utf8_lossy(&data[m.value.clone()]).into_owned())
     };
-    Some((get("id")?, get("created").unwrap_or_else(|| "0".into()), get("model").unwrap_or_else(|| "\"\"".into())))
+    Some((
+        get("id")?,
+        get("created").unwrap_or_else(|| "0".into()),
+        get("model").unwrap_or_else(|| "\"\"".into()),
+    ))
 }
 
 /// Rough size of the content a chunk carries (for billing a stream that ended without usage).
@@ -680,7 +827,10 @@ fn count_content_chars(data: &[u8]) -> u64 {
 /// Usage estimate for a stream that broke or was cancelled without a usage chunk: ~4 characters
 /// per token for the relayed content, the request's estimate for the prompt.
 fn estimate_usage(meta: &RouteMeta, completion_chars: u64) -> Usage {
-    Usage { prompt_tokens: meta.prompt_tokens_estimate, completion_tokens: completion_chars.div_ceil(4) }
+    Usage {
+        prompt_tokens: meta.prompt_tokens_estimate,
+        completion_tokens: completion_chars.div_ceil(4),
+    }
 }
 
 #[cfg(test)]
@@ -690,16 +840,31 @@ mod tests {
     #[test]
     fn anthropic_usage_counts_cache_as_prompt() {
         let body = br#"{"id":"msg_1","usage":{"input_tokens":10,"cache_creation_input_tokens":5,"cache_read_input_tokens":null,"output_tokens":7}}"#;
-        assert_eq!(anthropic_body_usage(body), Some(Usage { prompt_tokens: 15, completion_tokens: 7 }));
+        assert_eq!(
+            anthropic_body_usage(body),
+            Some(Usage {
+                prompt_tokens: 15,
+                completion_tokens: 7
+            })
+        );
         assert_eq!(anthropic_body_usage(br#"{"id":"msg_1"}"#), None);
         assert_eq!(anthropic_body_usage(b"not json"), None);
     }
 
     #[test]
     fn openai_error_message_or_status() {
-        assert_eq!(openai_error_message(400, br#"{"error":{"message":"bad temp","type":"x"}}"#), "bad temp");
-        assert_eq!(openai_error_message(502, b"<html>"), "upstream returned HTTP 502");
-        assert_eq!(openai_error_message(500, br#"{"error":{"message":""}}"#), "upstream returned HTTP 500");
+        assert_eq!(
+            openai_error_message(400, br#"{"error":{"message":"bad temp","type":"x"}}"#),
+            "bad temp"
+        );
+        assert_eq!(
+            openai_error_message(502, b"<html>"),
+            "upstream returned HTTP 502"
+        );
+        assert_eq!(
+            openai_error_message(500, br#"{"error":{"message":""}}"#),
+            "upstream returned HTTP 500"
+        );
     }
 
     #[test]
@@ -707,8 +872,13 @@ mod tests {
         let mut out = Vec::new();
         anthropic_error_event(&mut out, "upstream x failed mid-stream: reset");
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("event: error\ndata: ") && text.ends_with("\n\n"), "{text}");
-        let data: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap().strip_prefix("data: ").unwrap()).unwrap();
+        assert!(
+            text.starts_with("event: error\ndata: ") && text.ends_with("\n\n"),
+            "{text}"
+        );
+        let data: serde_json::Value =
+            serde_json::from_str(text.lines().nth(1).unwrap().strip_prefix("data: ").unwrap())
+                .unwrap();
         assert_eq!(data["type"], "error");
         assert_eq!(data["error"]["type"], "api_error");
     }
@@ -717,7 +887,11 @@ mod tests {
     fn dialect_sides() {
         assert!(!Dialects::OpenAi.client_is_anthropic());
         assert!(!Dialects::AnthropicUpstream { model: "m" }.client_is_anthropic());
-        assert!(Dialects::AnthropicClient { model: "m", input_tokens_hint: 0 }.client_is_anthropic());
+        assert!(Dialects::AnthropicClient {
+            model: "m",
+            input_tokens_hint: 0
+        }
+        .client_is_anthropic());
         assert!(Dialects::Anthropic.client_is_anthropic());
     }
 }

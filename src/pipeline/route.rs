@@ -33,7 +33,9 @@ impl RouteTarget {
     pub fn name(&self, cfg: &Config) -> String {
         match self {
             RouteTarget::Configured(t) => cfg.targets[*t].name.clone(),
-            RouteTarget::Explicit { provider, model } => format!("{}/{}", cfg.providers[*provider].name, model),
+            RouteTarget::Explicit { provider, model } => {
+                format!("{}/{}", cfg.providers[*provider].name, model)
+            }
         }
     }
 
@@ -122,16 +124,30 @@ pub fn detect_prefix(text: &str) -> Option<(&'static str, usize)> {
 }
 
 fn category_static(name: &str) -> &'static str {
-    crate::config::CATEGORIES.iter().copied().find(|c| *c == name).unwrap_or("general")
+    crate::config::CATEGORIES
+        .iter()
+        .copied()
+        .find(|c| *c == name)
+        .unwrap_or("general")
 }
 
 /// Resolves the request's model to a chain. `Err` is 404 for unknown names.
 /// `auto` is the classifier's decision for `model: auto` (structure, prefix, model or rules);
 /// without one, `auto` falls back to prefixes, structure and the configured default category.
-pub fn resolve(cfg: &Config, req: &ChatRequest<'_>, auto: Option<&crate::classifier::Decision>) -> Result<RouteDecision, GatewayError> {
+pub fn resolve(
+    cfg: &Config,
+    req: &ChatRequest<'_>,
+    auto: Option<&crate::classifier::Decision>,
+) -> Result<RouteDecision, GatewayError> {
     let model = req.model.as_ref();
     let fallback = req.route.fallback.unwrap_or(true);
-    let from_chain = |chain: &crate::config::Chain| chain.targets.iter().map(|&t| RouteTarget::Configured(t)).collect::<Vec<_>>();
+    let from_chain = |chain: &crate::config::Chain| {
+        chain
+            .targets
+            .iter()
+            .map(|&t| RouteTarget::Configured(t))
+            .collect::<Vec<_>>()
+    };
     let not_found = |what: String| GatewayError::NotFound {
         message: what,
         param: Some("model".into()),
@@ -156,15 +172,27 @@ pub fn resolve(cfg: &Config, req: &ChatRequest<'_>, auto: Option<&crate::classif
         } else if req.has_tools {
             ("agentic", DecidedBy::Structure, None)
         } else {
-            (category_static(&cfg.default_category), DecidedBy::Default, None)
+            (
+                category_static(&cfg.default_category),
+                DecidedBy::Default,
+                None,
+            )
         };
-        let tier = req.route.tier.unwrap_or_else(|| auto.map_or_else(|| default_tier(category), |d| d.tier.clamp(1, 4)));
+        let tier = req
+            .route
+            .tier
+            .unwrap_or_else(|| auto.map_or_else(|| default_tier(category), |d| d.tier.clamp(1, 4)));
         let chain = if req.route.tier.is_some() {
             cfg.chain_for_tier(tier)
         } else {
             cfg.chain_for_category(category, tier)
         }
-        .ok_or_else(|| not_found("no upstream is configured for `auto`: add tiers or categories to the config".into()))?;
+        .ok_or_else(|| {
+            not_found(
+                "no upstream is configured for `auto`: add tiers or categories to the config"
+                    .into(),
+            )
+        })?;
         return Ok(RouteDecision {
             targets: from_chain(chain),
             category,
@@ -180,7 +208,11 @@ pub fn resolve(cfg: &Config, req: &ChatRequest<'_>, auto: Option<&crate::classif
     if let Some(t) = model.strip_prefix("tier-") {
         let tier = match t.parse::<u8>() {
             Ok(n @ 1..=4) => n,
-            _ => return Err(not_found(format!("unknown model `{model}`: tiers are tier-1 to tier-4"))),
+            _ => {
+                return Err(not_found(format!(
+                    "unknown model `{model}`: tiers are tier-1 to tier-4"
+                )))
+            }
         };
         let chain = cfg
             .chain_for_tier(tier)
@@ -225,7 +257,10 @@ pub fn resolve(cfg: &Config, req: &ChatRequest<'_>, auto: Option<&crate::classif
         let name = format!("{}/{}", cfg.providers[provider].name, m);
         let t = match cfg.target_index.get(&name) {
             Some(&id) => RouteTarget::Configured(id),
-            None => RouteTarget::Explicit { provider, model: m.to_string() },
+            None => RouteTarget::Explicit {
+                provider,
+                model: m.to_string(),
+            },
         };
         return Ok(single(t, "explicit"));
     }

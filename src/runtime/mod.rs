@@ -118,14 +118,23 @@ impl Shared {
         use std::fmt::Write;
         let snapshot = self.accounting.stats.snapshot();
         let cfg = self.config.load();
-        let failovers = self.accounting.upstream_failovers.lock().map(|m| m.clone()).unwrap_or_default();
+        let failovers = self
+            .accounting
+            .upstream_failovers
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
         let upstreams: Vec<UpstreamGauge> = cfg
             .providers
             .iter()
             .enumerate()
             .map(|(i, p)| UpstreamGauge {
                 upstream: p.name.clone(),
-                pool_connections: self.counters.iter().map(|c| c.pool_idle_by_provider(i)).sum(),
+                pool_connections: self
+                    .counters
+                    .iter()
+                    .map(|c| c.pool_idle_by_provider(i))
+                    .sum(),
                 healthy: self.counters.iter().all(|c| !c.provider_failing(i)),
                 failovers_total: failovers.get(&p.name).copied().unwrap_or(0),
             })
@@ -133,7 +142,10 @@ impl Shared {
         let redis_up = self.accounting.redis.as_ref().map(|r| r.is_up());
         let classifier = self.classifier_stats.as_ref().map(|c| {
             let c = c.snapshot();
-            let bounds = crate::classifier::batcher::BATCH_HIST_BOUNDS.iter().map(|&b| b as f64).collect();
+            let bounds = crate::classifier::batcher::BATCH_HIST_BOUNDS
+                .iter()
+                .map(|&b| b as f64)
+                .collect();
             crate::stats::ClassifierSnapshot {
                 requests_total: c.submitted,
                 late_answers_total: c.late + c.ring_full,
@@ -159,24 +171,87 @@ impl Shared {
         let mut counter = |name: &str, help: &str, v: u64| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
-        counter("tierflow_http_requests_total", "HTTP requests received on every endpoint.", sum!(requests));
-        counter("tierflow_http_responses_2xx_total", "Responses with a 2xx status (every endpoint).", sum!(responses_2xx));
-        counter("tierflow_http_responses_4xx_total", "Responses with a 4xx status (every endpoint).", sum!(responses_4xx));
-        counter("tierflow_http_responses_5xx_total", "Responses with a 5xx status (every endpoint).", sum!(responses_5xx));
-        counter("tierflow_streams_total", "Streamed responses.", sum!(streams));
-        counter("tierflow_upstream_errors_total", "Upstream attempts that failed.", sum!(upstream_errors));
-        counter("tierflow_client_cancels_total", "Streams abandoned by the client.", sum!(client_cancels));
-        counter("tierflow_connections_total", "Downstream connections accepted.", sum!(connections_open));
-        counter("tierflow_connections_rejected_total", "Connections refused over the per-core limit.", sum!(connections_rejected));
-        counter("tierflow_upstream_connections_opened_total", "Upstream connections opened.", sum!(pool_opened));
-        counter("tierflow_upstream_connections_reused_total", "Requests sent on a pooled connection.", sum!(pool_reused));
-        let caches: Vec<crate::cache::CacheStats> =
-            self.cache_counters.lock().map(|v| v.iter().map(|c| c.load()).collect()).unwrap_or_default();
+        counter(
+            "tierflow_http_requests_total",
+            "HTTP requests received on every endpoint.",
+            sum!(requests),
+        );
+        counter(
+            "tierflow_http_responses_2xx_total",
+            "Responses with a 2xx status (every endpoint).",
+            sum!(responses_2xx),
+        );
+        counter(
+            "tierflow_http_responses_4xx_total",
+            "Responses with a 4xx status (every endpoint).",
+            sum!(responses_4xx),
+        );
+        counter(
+            "tierflow_http_responses_5xx_total",
+            "Responses with a 5xx status (every endpoint).",
+            sum!(responses_5xx),
+        );
+        counter(
+            "tierflow_streams_total",
+            "Streamed responses.",
+            sum!(streams),
+        );
+        counter(
+            "tierflow_upstream_errors_total",
+            "Upstream attempts that failed.",
+            sum!(upstream_errors),
+        );
+        counter(
+            "tierflow_client_cancels_total",
+            "Streams abandoned by the client.",
+            sum!(client_cancels),
+        );
+        counter(
+            "tierflow_connections_total",
+            "Downstream connections accepted.",
+            sum!(connections_open),
+        );
+        counter(
+            "tierflow_connections_rejected_total",
+            "Connections refused over the per-core limit.",
+            sum!(connections_rejected),
+        );
+        counter(
+            "tierflow_upstream_connections_opened_total",
+            "Upstream connections opened.",
+            sum!(pool_opened),
+        );
+        counter(
+            "tierflow_upstream_connections_reused_total",
+            "Requests sent on a pooled connection.",
+            sum!(pool_reused),
+        );
+        let caches: Vec<crate::cache::CacheStats> = self
+            .cache_counters
+            .lock()
+            .map(|v| v.iter().map(|c| c.load()).collect())
+            .unwrap_or_default();
         let total = |f: fn(&crate::cache::CacheStats) -> u64| caches.iter().map(f).sum::<u64>();
-        counter("tierflow_cache_hits_total", "Response cache hits.", total(|c| c.hits));
-        counter("tierflow_cache_misses_total", "Response cache misses.", total(|c| c.misses));
-        counter("tierflow_cache_evictions_total", "Entries evicted to stay within the memory bound.", total(|c| c.evictions));
-        counter("tierflow_cache_insertions_total", "Answers stored in the cache.", total(|c| c.insertions));
+        counter(
+            "tierflow_cache_hits_total",
+            "Response cache hits.",
+            total(|c| c.hits),
+        );
+        counter(
+            "tierflow_cache_misses_total",
+            "Response cache misses.",
+            total(|c| c.misses),
+        );
+        counter(
+            "tierflow_cache_evictions_total",
+            "Entries evicted to stay within the memory bound.",
+            total(|c| c.evictions),
+        );
+        counter(
+            "tierflow_cache_insertions_total",
+            "Answers stored in the cache.",
+            total(|c| c.insertions),
+        );
         let _ = writeln!(
             s,
             "# HELP tierflow_cache_bytes Accounted bytes held by the response cache.\n# TYPE tierflow_cache_bytes gauge\ntierflow_cache_bytes {}",
@@ -204,11 +279,23 @@ fn start_classifier(config: &Config, workers: usize) -> Vec<crate::classifier::C
                 ..d
             };
             let (links, _thread) = crate::classifier::ClassifierService::start(model, workers, cfg);
-            crate::log::info("classifier ready", &[("load_ms", &load_ms), ("deadline_us", &config.classifier_deadline().as_micros().to_string())]);
+            crate::log::info(
+                "classifier ready",
+                &[
+                    ("load_ms", &load_ms),
+                    (
+                        "deadline_us",
+                        &config.classifier_deadline().as_micros().to_string(),
+                    ),
+                ],
+            );
             links
         }
         Err(e) => {
-            crate::log::error("classifier model failed to load; routing by rules", &[("error", &e.to_string())]);
+            crate::log::error(
+                "classifier model failed to load; routing by rules",
+                &[("error", &e.to_string())],
+            );
             Vec::new()
         }
     }
@@ -236,7 +323,9 @@ fn build_uring_runtime() -> std::io::Result<UringRuntime> {
     // Measured on this machine class (FINDINGS.md): default ring flags ~78k req/s, with these three
     // ~124k, epoll ~111k. DEFER_TASKRUN needs Linux 6.1; fall back to plain flags if refused.
     let mut b = io_uring::IoUring::builder();
-    b.setup_coop_taskrun().setup_single_issuer().setup_defer_taskrun();
+    b.setup_coop_taskrun()
+        .setup_single_issuer()
+        .setup_defer_taskrun();
     match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
         .with_entries(1024)
         .uring_builder(b)
@@ -244,12 +333,17 @@ fn build_uring_runtime() -> std::io::Result<UringRuntime> {
         .build()
     {
         Ok(rt) => Ok(rt),
-        Err(_) => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(1024).enable_timer().build(),
+        Err(_) => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(1024)
+            .enable_timer()
+            .build(),
     }
 }
 
 fn build_legacy_runtime() -> std::io::Result<LegacyRuntime> {
-    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build()
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
 }
 
 /// A running gateway: its address and the handle to stop it.
@@ -272,7 +366,9 @@ impl Running {
 pub fn start(config: Arc<Config>, accounting: Arc<Accounting>) -> anyhow::Result<Running> {
     let workers = config.workers.max(1);
     let driver = choose_driver();
-    let counters = (0..workers).map(|_| Arc::new(WorkerCounters::default())).collect();
+    let counters = (0..workers)
+        .map(|_| Arc::new(WorkerCounters::default()))
+        .collect();
     let links = start_classifier(&config, workers);
     let shared = Arc::new(Shared {
         config: ArcSwap::new(config.clone()),
@@ -332,7 +428,11 @@ pub fn start(config: Arc<Config>, accounting: Arc<Accounting>) -> anyhow::Result
         ],
     );
     let _ = shared.listen_addr.set(addr);
-    Ok(Running { addr, shared, threads })
+    Ok(Running {
+        addr,
+        shared,
+        threads,
+    })
 }
 
 async fn worker_main(
@@ -342,7 +442,10 @@ async fn worker_main(
     ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
     classifier: Option<crate::classifier::ClassifierLink>,
 ) {
-    let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
+    let opts = ListenerOpts::new()
+        .reuse_port(true)
+        .reuse_addr(true)
+        .backlog(4096);
     let listener = match TcpListener::bind_with_config(addr, &opts) {
         Ok(l) => l,
         Err(e) => {
@@ -366,7 +469,10 @@ async fn worker_main(
                     drop(stream);
                     break;
                 }
-                monoio::spawn(crate::pipeline::accept::serve_connection(worker.clone(), stream));
+                monoio::spawn(crate::pipeline::accept::serve_connection(
+                    worker.clone(),
+                    stream,
+                ));
             }
             Err(e) => {
                 if shared.is_shutting_down() {
@@ -392,19 +498,27 @@ async fn worker_main(
 }
 
 /// Installs SIGTERM/SIGINT (graceful shutdown) and SIGHUP (reload) handling on a dedicated thread.
-pub fn spawn_signal_thread(shared: Arc<Shared>, on_reload: impl Fn() + Send + 'static) -> anyhow::Result<()> {
+pub fn spawn_signal_thread(
+    shared: Arc<Shared>,
+    on_reload: impl Fn() + Send + 'static,
+) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
-    std::thread::Builder::new().name("tierflow-signals".into()).spawn(move || {
-        for sig in signals.forever() {
-            match sig {
-                SIGHUP => on_reload(),
-                _ => {
-                    crate::log::info("shutdown requested", &[("signal", if sig == SIGTERM { "SIGTERM" } else { "SIGINT" })]);
-                    shared.begin_shutdown();
+    std::thread::Builder::new()
+        .name("tierflow-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                match sig {
+                    SIGHUP => on_reload(),
+                    _ => {
+                        crate::log::info(
+                            "shutdown requested",
+                            &[("signal", if sig == SIGTERM { "SIGTERM" } else { "SIGINT" })],
+                        );
+                        shared.begin_shutdown();
+                    }
                 }
             }
-        }
-    })?;
+        })?;
     Ok(())
 }

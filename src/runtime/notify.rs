@@ -8,8 +8,12 @@ use std::time::Duration;
 
 /// Sends one notification datagram. Errors are ignored: notification is advisory.
 pub fn notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
-    let Ok(sock) = UnixDatagram::unbound() else { return };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = UnixDatagram::unbound() else {
+        return;
+    };
     let bytes = path.as_encoded_bytes();
     if let Some(abstract_name) = bytes.strip_prefix(b"@") {
         // Abstract socket namespace: a leading NUL instead of '@'.
@@ -24,7 +28,10 @@ pub fn notify(state: &str) {
 
 /// `RELOADING=1` needs a MONOTONIC_USEC timestamp (systemd ≥ 253, Type=notify-reload).
 pub fn reloading() {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the valid timespec we pass.
     unsafe {
         libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
@@ -37,17 +44,24 @@ pub fn reloading() {
 /// `WATCHDOG_PID` unset or ours). `alive` is checked before each ping so a wedged process stops
 /// pinging and gets restarted.
 pub fn spawn_watchdog(alive: impl Fn() -> bool + Send + 'static) {
-    let Some(usec) = std::env::var("WATCHDOG_USEC").ok().and_then(|v| v.parse::<u64>().ok()) else { return };
+    let Some(usec) = std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
     if let Ok(pid) = std::env::var("WATCHDOG_PID") {
         if pid.parse::<u32>().ok() != Some(std::process::id()) {
             return;
         }
     }
     let period = Duration::from_micros(usec / 2).max(Duration::from_millis(100));
-    let _ = std::thread::Builder::new().name("tierflow-watchdog".into()).spawn(move || loop {
-        if alive() {
-            notify("WATCHDOG=1");
-        }
-        std::thread::sleep(period);
-    });
+    let _ = std::thread::Builder::new()
+        .name("tierflow-watchdog".into())
+        .spawn(move || loop {
+            if alive() {
+                notify("WATCHDOG=1");
+            }
+            std::thread::sleep(period);
+        });
 }

@@ -70,13 +70,19 @@ pub fn load(file: &Path) -> Option<(Option<BlockDatabase>, Option<BlockDatabase>
 }
 
 /// Writes the databases to `file` (through a temporary file and a rename). Best effort.
-pub fn store(file: &Path, pii: Option<&BlockDatabase>, threat: Option<&BlockDatabase>) -> std::io::Result<()> {
+pub fn store(
+    file: &Path,
+    pii: Option<&BlockDatabase>,
+    threat: Option<&BlockDatabase>,
+) -> std::io::Result<()> {
     let mut payload = Vec::new();
     for db in [pii, threat] {
         match db {
             None => payload.extend_from_slice(&0u64.to_le_bytes()),
             Some(db) => {
-                let s = db.serialize().map_err(|e| std::io::Error::other(e.to_string()))?;
+                let s = db
+                    .serialize()
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
                 let b: &[u8] = s.as_ref();
                 payload.extend_from_slice(&(b.len() as u64).to_le_bytes());
                 payload.extend_from_slice(b);
@@ -141,7 +147,12 @@ mod tests {
     #[test]
     fn key_changes_with_the_rules() {
         let mut rules = Vec::new();
-        super::super::rules::parse_rules("x.txt", "a | cat | warning | en | i | c | foo", &mut rules).unwrap();
+        super::super::rules::parse_rules(
+            "x.txt",
+            "a | cat | warning | en | i | c | foo",
+            &mut rules,
+        )
+        .unwrap();
         let k1 = key(&rules);
         rules[0].regex = "bar".into();
         assert_ne!(k1, key(&rules));

@@ -24,7 +24,7 @@ pub use pii::{PiiKind, PiiSpan};
 pub use rehydrate::{JsonEscaper, Rehydrator};
 pub use vault::{scrub, Vault};
 
-use normalize::{Variants, VariantKind};
+use normalize::{VariantKind, Variants};
 use pii::Candidate;
 use rules::{Rule, RuleKind};
 
@@ -37,7 +37,10 @@ pub enum ScanError {
     #[error("pattern {rule} does not compile: {reason}")]
     Compile { rule: String, reason: String },
     #[error("reading patterns from {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("allocating Hyperscan scratch: {0}")]
     Scratch(String),
 }
@@ -105,7 +108,12 @@ pub struct ScanOptions {
 
 impl Default for ScanOptions {
     fn default() -> Self {
-        ScanOptions { block_on: BlockOn::Critical, threats: true, pii: true, named_pii: true }
+        ScanOptions {
+            block_on: BlockOn::Critical,
+            threats: true,
+            pii: true,
+            named_pii: true,
+        }
     }
 }
 
@@ -171,30 +179,60 @@ impl Scanner {
         };
         let file = cache::path(dir, &cache::key(&rules));
         if let Some((pii_db, threat_db)) = cache::load(&file) {
-            return Ok((Scanner { rules, pii_db, threat_db }, CacheUse::Loaded));
+            return Ok((
+                Scanner {
+                    rules,
+                    pii_db,
+                    threat_db,
+                },
+                CacheUse::Loaded,
+            ));
         }
         let s = Self::from_rules(rules)?;
         let stored = cache::store(&file, s.pii_db.as_ref(), s.threat_db.as_ref());
-        Ok((s, if stored.is_ok() { CacheUse::Stored } else { CacheUse::StoreFailed }))
+        Ok((
+            s,
+            if stored.is_ok() {
+                CacheUse::Stored
+            } else {
+                CacheUse::StoreFailed
+            },
+        ))
     }
 
     fn from_rules(rules: Vec<Rule>) -> Result<Scanner, ScanError> {
         let pii_db = rules::compile(&rules, |r| matches!(r.kind, RuleKind::Pii(_)))?;
         let threat_db = rules::compile(&rules, |r| matches!(r.kind, RuleKind::Threat(_)))?;
-        Ok(Scanner { rules, pii_db, threat_db })
+        Ok(Scanner {
+            rules,
+            pii_db,
+            threat_db,
+        })
     }
 
     pub fn new_scratch(&self) -> Result<ScanScratch, ScanError> {
         let mut hs: Option<Scratch> = None;
         for db in [&self.pii_db, &self.threat_db].into_iter().flatten() {
             match hs.as_mut() {
-                None => hs = Some(db.alloc_scratch().map_err(|e| ScanError::Scratch(e.to_string()))?),
+                None => {
+                    hs = Some(
+                        db.alloc_scratch()
+                            .map_err(|e| ScanError::Scratch(e.to_string()))?,
+                    )
+                }
                 Some(s) => {
-                    db.realloc_scratch(s).map_err(|e| ScanError::Scratch(e.to_string()))?;
+                    db.realloc_scratch(s)
+                        .map_err(|e| ScanError::Scratch(e.to_string()))?;
                 }
             }
         }
-        Ok(ScanScratch { hs, cands: Vec::new(), hits: Vec::new(), spans: Vec::new(), variants: Variants::default() })
+        Ok(ScanScratch {
+            hs,
+            cands: Vec::new(),
+            hits: Vec::new(),
+            spans: Vec::new(),
+            variants: Variants::default(),
+        })
     }
 
     pub fn rule_count(&self) -> usize {
@@ -208,13 +246,23 @@ impl Scanner {
 
     /// Scans `text`: threats on the original and its evasion variants, PII on the original.
     pub fn scan(&self, scratch: &mut ScanScratch, text: &str, opts: &ScanOptions) -> ScanReport {
-        let ScanScratch { hs, cands, hits, spans, variants } = scratch;
+        let ScanScratch {
+            hs,
+            cands,
+            hits,
+            spans,
+            variants,
+        } = scratch;
         cands.clear();
         hits.clear();
         let mut threats: Vec<Threat> = Vec::new();
         let mut scan_error = false;
         let Some(hs) = hs.as_ref() else {
-            return ScanReport { verdict: Verdict::Clean, threats, pii: Vec::new() };
+            return ScanReport {
+                verdict: Verdict::Clean,
+                threats,
+                pii: Vec::new(),
+            };
         };
         let rules = &self.rules;
         let want_pii = opts.pii;
@@ -229,7 +277,11 @@ impl Scanner {
                         _ => true,
                     };
                     if keep {
-                        cands.push(Candidate { rule: id, start: from as u32, end: to as u32 });
+                        cands.push(Candidate {
+                            rule: id,
+                            start: from as u32,
+                            end: to as u32,
+                        });
                     }
                     Matching::Continue
                 });
@@ -254,7 +306,11 @@ impl Scanner {
                 threats.push(Threat {
                     category: "encoding_evasion".into(),
                     rule: rule.into(),
-                    severity: if critical { Severity::Critical } else { Severity::Warning },
+                    severity: if critical {
+                        Severity::Critical
+                    } else {
+                        Severity::Warning
+                    },
                 });
             });
             if let Some(db) = &self.threat_db {
@@ -266,12 +322,18 @@ impl Scanner {
                     });
                     scan_error |= r.is_err();
                     // A threat visible only after de-obfuscation is itself evidence of evasion.
-                    let new = hits[before..].iter().any(|h| !hits[..original_hits].contains(h));
+                    let new = hits[before..]
+                        .iter()
+                        .any(|h| !hits[..original_hits].contains(h));
                     if new && !threats.iter().any(|t| t.rule.ends_with(kind.as_str())) {
                         threats.push(Threat {
                             category: "encoding_evasion".into(),
                             rule: format!("evasion.hidden_in_{}", kind.as_str()),
-                            severity: if *kind == VariantKind::Normalized { Severity::Warning } else { Severity::Critical },
+                            severity: if *kind == VariantKind::Normalized {
+                                Severity::Warning
+                            } else {
+                                Severity::Critical
+                            },
                         });
                     }
                 }
@@ -281,23 +343,39 @@ impl Scanner {
             for &h in hits.iter() {
                 let r = &rules[h as usize];
                 if let RuleKind::Threat(sev) = r.kind {
-                    threats.push(Threat { category: r.category.clone(), rule: r.id.clone(), severity: sev });
+                    threats.push(Threat {
+                        category: r.category.clone(),
+                        rule: r.id.clone(),
+                        severity: sev,
+                    });
                 }
             }
         }
         if scan_error {
-            threats.push(Threat { category: "scanner".into(), rule: "scanner.error".into(), severity: Severity::Warning });
+            threats.push(Threat {
+                category: "scanner".into(),
+                rule: "scanner.error".into(),
+                severity: Severity::Warning,
+            });
         }
 
         // 3. PII: validate candidates on the original text
         let mut pii = Vec::new();
         if !cands.is_empty() {
             pii::resolve(text, rules, cands, spans);
-            pii.extend(spans.iter().filter(|s| !vault::is_placeholder(s.kind, &text.as_bytes()[s.start..s.end])));
+            pii.extend(
+                spans
+                    .iter()
+                    .filter(|s| !vault::is_placeholder(s.kind, &text.as_bytes()[s.start..s.end])),
+            );
         }
 
         let verdict = verdict_for(&threats, opts.block_on);
-        ScanReport { verdict, threats, pii }
+        ScanReport {
+            verdict,
+            threats,
+            pii,
+        }
     }
 }
 
@@ -305,7 +383,9 @@ fn verdict_for(threats: &[Threat], block_on: BlockOn) -> Verdict {
     let worst = threats.iter().map(|t| t.severity).max();
     match (worst, block_on) {
         (None, _) => Verdict::Clean,
-        (Some(Severity::Critical), _) | (Some(Severity::Warning), BlockOn::Warning) => Verdict::Blocked,
+        (Some(Severity::Critical), _) | (Some(Severity::Warning), BlockOn::Warning) => {
+            Verdict::Blocked
+        }
         (Some(Severity::Warning), BlockOn::Critical) => Verdict::Warning,
     }
 }

@@ -67,8 +67,18 @@ impl PiiKind {
 
     /// All reportable kinds (not `Context`).
     pub const ALL: [PiiKind; 13] = [
-        PiiKind::PrivateKey, PiiKind::ApiKey, PiiKind::Password, PiiKind::Email, PiiKind::Iban, PiiKind::CreditCard,
-        PiiKind::NationalId, PiiKind::Ssn, PiiKind::Phone, PiiKind::IpAddress, PiiKind::DateOfBirth, PiiKind::Person,
+        PiiKind::PrivateKey,
+        PiiKind::ApiKey,
+        PiiKind::Password,
+        PiiKind::Email,
+        PiiKind::Iban,
+        PiiKind::CreditCard,
+        PiiKind::NationalId,
+        PiiKind::Ssn,
+        PiiKind::Phone,
+        PiiKind::IpAddress,
+        PiiKind::DateOfBirth,
+        PiiKind::Person,
         PiiKind::Address,
     ];
 }
@@ -101,7 +111,9 @@ fn split_validator(s: &str) -> (&str, Option<&str>) {
 }
 
 /// Words that, shortly before a dotted quad, mean it is a version number and not an address.
-const VERSION_CUES: &[&str] = &["version", "build", "firmware", "release", "upgrade", "update", "patch", "ver.", "v."];
+const VERSION_CUES: &[&str] = &[
+    "version", "build", "firmware", "release", "upgrade", "update", "patch", "ver.", "v.",
+];
 
 /// Start of the value after the last separator (whitespace, `=`, `:`, quote) in `[start, end)`.
 fn tail_start(text: &[u8], start: usize, end: usize) -> usize {
@@ -118,11 +130,21 @@ fn validate(name: &str, text: &[u8], start: usize, end: usize) -> Option<(usize,
     let after = if end < text.len() { text[end] } else { b' ' };
     let ok = |b: bool| if b { Some((start, end)) } else { None };
     match name {
-        "luhn" => ok(v::card_shape(s) && s[0] != b'0' && !before.is_ascii_digit() && !after.is_ascii_digit()),
+        "luhn" => ok(v::card_shape(s)
+            && s[0] != b'0'
+            && !before.is_ascii_digit()
+            && !after.is_ascii_digit()),
         "mod97" => ok(v::iban(s) && !s.starts_with(b"XX")),
-        "ssn" => ok(v::ssn(s) && !before.is_ascii_digit() && !after.is_ascii_digit() && before != b'-' && after != b'-'),
+        "ssn" => ok(v::ssn(s)
+            && !before.is_ascii_digit()
+            && !after.is_ascii_digit()
+            && before != b'-'
+            && after != b'-'),
         "ipv4" => {
-            if !v::ipv4(s) || before == b'.' || after == b'.' && text.get(end + 1).is_some_and(u8::is_ascii_digit) {
+            if !v::ipv4(s)
+                || before == b'.'
+                || after == b'.' && text.get(end + 1).is_some_and(u8::is_ascii_digit)
+            {
                 return None;
             }
             let lo = start.saturating_sub(48);
@@ -139,20 +161,34 @@ fn validate(name: &str, text: &[u8], start: usize, end: usize) -> Option<(usize,
         "insee" => ok(v::insee(s)),
         "cf" => ok(v::codice_fiscale(s)),
         "aadhaar" => ok(v::aadhaar(s)),
-        "nino" => ok(s.iter().filter(|c| c.is_ascii_digit()).count() == 6 && !s.starts_with(b"REDACTED")),
+        "nino" => {
+            ok(s.iter().filter(|c| c.is_ascii_digit()).count() == 6 && !s.starts_with(b"REDACTED"))
+        }
         "secret" => ok(!v::is_digest_like(s) && v::looks_random(s)),
         "secret_tail" => {
             let vs = tail_start(text, start, end);
             let val = &text[vs..end];
-            (val.len() >= 16 && !v::is_digest_like(val) && v::looks_random(val) && !val.starts_with(b"redacted")).then_some((vs, end))
+            (val.len() >= 16
+                && !v::is_digest_like(val)
+                && v::looks_random(val)
+                && !val.starts_with(b"redacted"))
+            .then_some((vs, end))
         }
-        "hexsecret" => ok(s.len() >= 32 && !v::is_digest_like(s) && s.iter().any(|c| c.is_ascii_alphabetic())),
+        "hexsecret" => {
+            ok(s.len() >= 32 && !v::is_digest_like(s) && s.iter().any(|c| c.is_ascii_alphabetic()))
+        }
         "phone" => {
             let d = s.iter().filter(|c| c.is_ascii_digit()).count();
             let main: &[u8] = s.split(|&c| c == b'x' || c == b'e').next().unwrap_or(s);
             let md = main.iter().filter(|c| c.is_ascii_digit()).count();
-            ok((7..=15).contains(&md) && d <= 20 && !v::birth_date(s) && !before.is_ascii_digit() && !after.is_ascii_digit()
-                && before != b'.' && !v::ipv4(s) && !s.starts_with(b"+1-555-0"))
+            ok((7..=15).contains(&md)
+                && d <= 20
+                && !v::birth_date(s)
+                && !before.is_ascii_digit()
+                && !after.is_ascii_digit()
+                && before != b'.'
+                && !v::ipv4(s)
+                && !s.starts_with(b"+1-555-0"))
         }
         "pwflag" => {
             let p = memchr::memmem::rfind(s, b" -p")? + 3;
@@ -186,25 +222,132 @@ fn password_ok(p: &[u8]) -> bool {
         && !p.starts_with(b"process.")
         && !p.starts_with(b"env")
         && p.iter().any(|c| c.is_ascii_alphanumeric())
-        && (p.iter().any(u8::is_ascii_digit) || p.iter().any(|c| !c.is_ascii_alphanumeric()) || p.len() >= 12)
+        && (p.iter().any(u8::is_ascii_digit)
+            || p.iter().any(|c| !c.is_ascii_alphanumeric())
+            || p.len() >= 12)
 }
 
 /// Words that start a capitalised phrase but are not names.
 const NOT_NAMES: &[&str] = &[
-    "I", "The", "A", "An", "This", "That", "It", "We", "You", "He", "She", "They", "Here", "There", "What", "How", "Please",
-    "Thanks", "Thank", "Sorry", "Yes", "No", "Not", "Just", "Going", "Looking", "Writing", "Trying", "Happy", "Glad", "Back",
-    "Also", "So", "Very", "Good", "Fine", "New", "Interested", "Working", "Calling", "Ready", "Sure", "Okay", "Hi", "Hello",
-    "Dear", "Hey", "Can", "Could", "Would", "Will", "My", "Our", "Your", "Is", "Are", "Do", "Does", "Please", "Team", "All",
-    "Everyone", "Sir", "Madam", "There", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday",
-    "January", "February", "March", "April", "June", "July", "August", "September", "October", "November", "December",
-    "Python", "Java", "Rust", "Write", "Create", "Make", "Given", "Return", "Complete", "Summarize", "Translate", "Assistant",
-    "User", "System", "Customer", "Support", "Admin", "Developer", "Bot", "AI", "ChatGPT", "GPT", "Claude", "Mode", "Now",
+    "I",
+    "The",
+    "A",
+    "An",
+    "This",
+    "That",
+    "It",
+    "We",
+    "You",
+    "He",
+    "She",
+    "They",
+    "Here",
+    "There",
+    "What",
+    "How",
+    "Please",
+    "Thanks",
+    "Thank",
+    "Sorry",
+    "Yes",
+    "No",
+    "Not",
+    "Just",
+    "Going",
+    "Looking",
+    "Writing",
+    "Trying",
+    "Happy",
+    "Glad",
+    "Back",
+    "Also",
+    "So",
+    "Very",
+    "Good",
+    "Fine",
+    "New",
+    "Interested",
+    "Working",
+    "Calling",
+    "Ready",
+    "Sure",
+    "Okay",
+    "Hi",
+    "Hello",
+    "Dear",
+    "Hey",
+    "Can",
+    "Could",
+    "Would",
+    "Will",
+    "My",
+    "Our",
+    "Your",
+    "Is",
+    "Are",
+    "Do",
+    "Does",
+    "Please",
+    "Team",
+    "All",
+    "Everyone",
+    "Sir",
+    "Madam",
+    "There",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+    "January",
+    "February",
+    "March",
+    "April",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+    "Python",
+    "Java",
+    "Rust",
+    "Write",
+    "Create",
+    "Make",
+    "Given",
+    "Return",
+    "Complete",
+    "Summarize",
+    "Translate",
+    "Assistant",
+    "User",
+    "System",
+    "Customer",
+    "Support",
+    "Admin",
+    "Developer",
+    "Bot",
+    "AI",
+    "ChatGPT",
+    "GPT",
+    "Claude",
+    "Mode",
+    "Now",
 ];
 
 fn person_ok(s: &[u8]) -> bool {
-    let Ok(t) = std::str::from_utf8(s) else { return false };
+    let Ok(t) = std::str::from_utf8(s) else {
+        return false;
+    };
     let first = t.split([' ', '-']).next().unwrap_or("");
-    first.chars().count() >= 2 && !NOT_NAMES.contains(&first) && !t.contains("Redacted") && !t.starts_with("Person_")
+    first.chars().count() >= 2
+        && !NOT_NAMES.contains(&first)
+        && !t.contains("Redacted")
+        && !t.starts_with("Person_")
 }
 
 /// Resolves candidates into validated, non-overlapping spans (sorted by start). `cands` is
@@ -216,7 +359,13 @@ pub fn resolve(text: &str, rules: &[Rule], cands: &mut Vec<Candidate>, out: &mut
     }
     let bytes = text.as_bytes();
     // Longest first within each (rule, start).
-    cands.sort_unstable_by(|a, b| (a.rule, a.start, std::cmp::Reverse(a.end)).cmp(&(b.rule, b.start, std::cmp::Reverse(b.end))));
+    cands.sort_unstable_by(|a, b| {
+        (a.rule, a.start, std::cmp::Reverse(a.end)).cmp(&(
+            b.rule,
+            b.start,
+            std::cmp::Reverse(b.end),
+        ))
+    });
     cands.dedup();
     // Context ends per group, as (group, end).
     let mut ctx: Vec<(&str, usize)> = Vec::new();
@@ -228,7 +377,10 @@ pub fn resolve(text: &str, rules: &[Rule], cands: &mut Vec<Candidate>, out: &mut
     }
     let has_ctx = |group: &str, start: usize| {
         ctx.iter().any(|&(g, e)| {
-            g == group && e <= start && start - e <= MAX_CTX_GAP && bytes[e..start].iter().all(|c| !c.is_ascii_alphanumeric())
+            g == group
+                && e <= start
+                && start - e <= MAX_CTX_GAP
+                && bytes[e..start].iter().all(|c| !c.is_ascii_alphanumeric())
         })
     };
     let mut accepted: Vec<PiiSpan> = Vec::new();
@@ -248,8 +400,15 @@ pub fn resolve(text: &str, rules: &[Rule], cands: &mut Vec<Candidate>, out: &mut
                     for cand in &cands[i..j] {
                         let mut end = cand.end as usize;
                         // Trailing sentence punctuation is not part of a value.
-                        while end > start + 1 && matches!(bytes[end - 1], b'.' | b',' | b';' | b':' | b')' | b'!' | b'?') {
-                            if kind == PiiKind::Password || kind == PiiKind::Phone && bytes[end - 1] == b')' {
+                        while end > start + 1
+                            && matches!(
+                                bytes[end - 1],
+                                b'.' | b',' | b';' | b':' | b')' | b'!' | b'?'
+                            )
+                        {
+                            if kind == PiiKind::Password
+                                || kind == PiiKind::Phone && bytes[end - 1] == b')'
+                            {
                                 break;
                             }
                             end -= 1;
@@ -259,7 +418,11 @@ pub fn resolve(text: &str, rules: &[Rule], cands: &mut Vec<Candidate>, out: &mut
                         }
                         if let Some((s, e)) = validate(name, bytes, start, end) {
                             if s < e && text.is_char_boundary(s) && text.is_char_boundary(e) {
-                                accepted.push(PiiSpan { start: s, end: e, kind });
+                                accepted.push(PiiSpan {
+                                    start: s,
+                                    end: e,
+                                    kind,
+                                });
                                 break;
                             }
                         }
@@ -270,7 +433,13 @@ pub fn resolve(text: &str, rules: &[Rule], cands: &mut Vec<Candidate>, out: &mut
         i = j;
     }
     // Priority by kind order, then longer spans first; keep non-overlapping.
-    accepted.sort_unstable_by(|a, b| (a.kind, std::cmp::Reverse(a.end - a.start), a.start).cmp(&(b.kind, std::cmp::Reverse(b.end - b.start), b.start)));
+    accepted.sort_unstable_by(|a, b| {
+        (a.kind, std::cmp::Reverse(a.end - a.start), a.start).cmp(&(
+            b.kind,
+            std::cmp::Reverse(b.end - b.start),
+            b.start,
+        ))
+    });
     for s in accepted {
         if !out.iter().any(|o| o.start < s.end && s.start < o.end) {
             out.push(s);

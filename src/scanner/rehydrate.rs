@@ -41,12 +41,19 @@ impl JsonEscaper {
 
     /// A JSON document stream (whole body, or concatenated SSE payloads).
     pub fn json() -> Self {
-        JsonEscaper { track: true, ..Default::default() }
+        JsonEscaper {
+            track: true,
+            ..Default::default()
+        }
     }
 
     /// The content of one JSON string (already inside the quotes): originals escaped once.
     pub fn json_string_content() -> Self {
-        JsonEscaper { track: true, in_str: true, ..Default::default() }
+        JsonEscaper {
+            track: true,
+            in_str: true,
+            ..Default::default()
+        }
     }
 
     /// How many times an original inserted at the current position must be JSON-escaped.
@@ -100,7 +107,8 @@ impl JsonEscaper {
             } else if b == b'"' {
                 self.in_str = false;
                 let s = &self.cur[..self.cur_len as usize];
-                self.last_str_is_args_name = !self.cur_overflow && (s == b"arguments" || s == b"partial_json");
+                self.last_str_is_args_name =
+                    !self.cur_overflow && (s == b"arguments" || s == b"partial_json");
                 self.prev_sig = b'"';
             } else {
                 self.feed_inner(b);
@@ -172,7 +180,13 @@ impl<'v> Rehydrator<'v> {
                 first[b as usize] = true;
             }
         }
-        Rehydrator { vault, placeholders, first, escaper, hold: Vec::new() }
+        Rehydrator {
+            vault,
+            placeholders,
+            first,
+            escaper,
+            hold: Vec::new(),
+        }
     }
 
     /// Bytes currently held back (a possible placeholder prefix).
@@ -294,8 +308,12 @@ mod tests {
         }
         r.finish(&mut out);
         assert_eq!(out, whole);
-        let first: serde_json::Value = serde_json::from_slice(whole.split(|&b| b == b'\n').next().unwrap()).unwrap();
-        assert_eq!(first["choices"][0]["delta"]["content"], "Hi alice@corp.example, your pw is p\"w\\x.");
+        let first: serde_json::Value =
+            serde_json::from_slice(whole.split(|&b| b == b'\n').next().unwrap()).unwrap();
+        assert_eq!(
+            first["choices"][0]["delta"]["content"],
+            "Hi alice@corp.example, your pw is p\"w\\x."
+        );
     }
 
     #[test]
@@ -308,7 +326,10 @@ mod tests {
             r.push(piece, &mut out);
         }
         r.finish(&mut out);
-        assert_eq!(String::from_utf8(out).unwrap(), "mail alice@corp.example and user_0002@redacted.exampl and user_");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "mail alice@corp.example and user_0002@redacted.exampl and user_"
+        );
     }
 
     #[test]

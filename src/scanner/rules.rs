@@ -19,16 +19,43 @@ use super::{ScanError, Severity};
 
 /// The embedded rule files, compiled into the binary. Order is irrelevant.
 pub(crate) const EMBEDDED: &[(&str, &str)] = &[
-    ("injection_override.txt", include_str!("../../patterns/injection_override.txt")),
-    ("jailbreak.txt", include_str!("../../patterns/jailbreak.txt")),
-    ("system_prompt_extraction.txt", include_str!("../../patterns/system_prompt_extraction.txt")),
-    ("exfiltration.txt", include_str!("../../patterns/exfiltration.txt")),
-    ("command_injection.txt", include_str!("../../patterns/command_injection.txt")),
-    ("social_engineering.txt", include_str!("../../patterns/social_engineering.txt")),
-    ("secret_leakage.txt", include_str!("../../patterns/secret_leakage.txt")),
+    (
+        "injection_override.txt",
+        include_str!("../../patterns/injection_override.txt"),
+    ),
+    (
+        "jailbreak.txt",
+        include_str!("../../patterns/jailbreak.txt"),
+    ),
+    (
+        "system_prompt_extraction.txt",
+        include_str!("../../patterns/system_prompt_extraction.txt"),
+    ),
+    (
+        "exfiltration.txt",
+        include_str!("../../patterns/exfiltration.txt"),
+    ),
+    (
+        "command_injection.txt",
+        include_str!("../../patterns/command_injection.txt"),
+    ),
+    (
+        "social_engineering.txt",
+        include_str!("../../patterns/social_engineering.txt"),
+    ),
+    (
+        "secret_leakage.txt",
+        include_str!("../../patterns/secret_leakage.txt"),
+    ),
     ("ssrf.txt", include_str!("../../patterns/ssrf.txt")),
-    ("encoding_evasion.txt", include_str!("../../patterns/encoding_evasion.txt")),
-    ("filesystem.txt", include_str!("../../patterns/filesystem.txt")),
+    (
+        "encoding_evasion.txt",
+        include_str!("../../patterns/encoding_evasion.txt"),
+    ),
+    (
+        "filesystem.txt",
+        include_str!("../../patterns/filesystem.txt"),
+    ),
     ("pii.txt", include_str!("../../patterns/pii.txt")),
 ];
 
@@ -67,14 +94,25 @@ pub fn parse_rules(name: &str, text: &str, out: &mut Vec<Rule>) -> Result<(), Sc
         let origin = format!("{name}:{}", lineno + 1);
         let fields: Vec<&str> = line.splitn(7, " | ").collect();
         if fields.len() != 7 {
-            return Err(ScanError::Syntax { origin, reason: "expected 7 fields separated by ' | '".into() });
+            return Err(ScanError::Syntax {
+                origin,
+                reason: "expected 7 fields separated by ' | '".into(),
+            });
         }
         let id = fields[0].trim().to_string();
         let category = fields[1].trim();
         let severity = fields[2].trim();
         let (kind, category, validator) = match severity {
-            "critical" => (RuleKind::Threat(Severity::Critical), category.to_string(), String::new()),
-            "warning" => (RuleKind::Threat(Severity::Warning), category.to_string(), String::new()),
+            "critical" => (
+                RuleKind::Threat(Severity::Critical),
+                category.to_string(),
+                String::new(),
+            ),
+            "warning" => (
+                RuleKind::Threat(Severity::Warning),
+                category.to_string(),
+                String::new(),
+            ),
             "pii" => {
                 let (k, v) = category.split_once('/').unwrap_or((category, ""));
                 let pk = PiiKind::parse(k).ok_or_else(|| ScanError::Syntax {
@@ -84,16 +122,28 @@ pub fn parse_rules(name: &str, text: &str, out: &mut Vec<Rule>) -> Result<(), Sc
                 (RuleKind::Pii(pk), k.to_string(), v.to_string())
             }
             other => {
-                return Err(ScanError::Syntax { origin, reason: format!("unknown severity {other:?}") })
+                return Err(ScanError::Syntax {
+                    origin,
+                    reason: format!("unknown severity {other:?}"),
+                })
             }
         };
         let flags = fields[4].trim().to_string();
-        if !flags.chars().all(|c| matches!(c, 'i' | 's' | 'm' | 'w' | '-')) {
-            return Err(ScanError::Syntax { origin, reason: format!("unknown flags {flags:?}") });
+        if !flags
+            .chars()
+            .all(|c| matches!(c, 'i' | 's' | 'm' | 'w' | '-'))
+        {
+            return Err(ScanError::Syntax {
+                origin,
+                reason: format!("unknown flags {flags:?}"),
+            });
         }
         let regex = fields[6].trim_end_matches(['\r', '\n']).to_string();
         if regex.is_empty() {
-            return Err(ScanError::Syntax { origin, reason: "empty regex".into() });
+            return Err(ScanError::Syntax {
+                origin,
+                reason: "empty regex".into(),
+            });
         }
         out.push(Rule {
             id,
@@ -123,16 +173,25 @@ pub fn load_embedded() -> Result<Vec<Rule>, ScanError> {
 /// Loads every `*.txt` file of `dir` (runtime override of the embedded set).
 pub fn load_dir(dir: &Path) -> Result<Vec<Rule>, ScanError> {
     let mut rules = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|e| ScanError::Io { path: dir.display().to_string(), source: e })?;
+    let entries = std::fs::read_dir(dir).map_err(|e| ScanError::Io {
+        path: dir.display().to_string(),
+        source: e,
+    })?;
     let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
     for path in paths {
         if path.extension().and_then(|e| e.to_str()) != Some("txt") {
             continue;
         }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| ScanError::Io { path: path.display().to_string(), source: e })?;
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_string();
+        let text = std::fs::read_to_string(&path).map_err(|e| ScanError::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("?")
+            .to_string();
         parse_rules(&name, &text, &mut rules)?;
     }
     check_unique(&rules)?;
@@ -144,7 +203,10 @@ fn check_unique(rules: &[Rule]) -> Result<(), ScanError> {
     ids.sort_unstable();
     for w in ids.windows(2) {
         if w[0] == w[1] {
-            return Err(ScanError::Syntax { origin: w[0].to_string(), reason: "duplicate rule id".into() });
+            return Err(ScanError::Syntax {
+                origin: w[0].to_string(),
+                reason: "duplicate rule id".into(),
+            });
         }
     }
     Ok(())
@@ -177,7 +239,10 @@ fn hs_flags(rule: &Rule, som: bool) -> CompileFlags {
 
 /// Compiles the rules selected by `select` into one block database; Hyperscan ids are indices
 /// into `rules`. PII rules get leftmost start-of-match, threat rules single-match.
-pub fn compile(rules: &[Rule], select: impl Fn(&Rule) -> bool) -> Result<Option<BlockDatabase>, ScanError> {
+pub fn compile(
+    rules: &[Rule],
+    select: impl Fn(&Rule) -> bool,
+) -> Result<Option<BlockDatabase>, ScanError> {
     let mut pats = Vec::new();
     let mut failed: Vec<String> = Vec::new();
     for (i, r) in rules.iter().enumerate() {
@@ -185,7 +250,13 @@ pub fn compile(rules: &[Rule], select: impl Fn(&Rule) -> bool) -> Result<Option<
             continue;
         }
         let som = matches!(r.kind, RuleKind::Pii(_));
-        pats.push(Pattern { expression: r.regex.clone(), flags: hs_flags(r, som), id: Some(i), ext: Default::default(), som: None });
+        pats.push(Pattern {
+            expression: r.regex.clone(),
+            flags: hs_flags(r, som),
+            id: Some(i),
+            ext: Default::default(),
+            som: None,
+        });
     }
     if pats.is_empty() {
         return Ok(None);
@@ -201,7 +272,10 @@ pub fn compile(rules: &[Rule], select: impl Fn(&Rule) -> bool) -> Result<Option<
                     failed.push(format!("{} ({}): {e}", rules[id].id, rules[id].origin));
                 }
             }
-            Err(ScanError::Compile { rule: failed.join("; "), reason: e.to_string() })
+            Err(ScanError::Compile {
+                rule: failed.join("; "),
+                reason: e.to_string(),
+            })
         }
     }
 }
@@ -227,16 +301,25 @@ mod tests {
         assert!(e.to_string().contains("x.txt:1"));
         let e = parse_rules("x.txt", "\n\na | b", &mut v).unwrap_err();
         assert!(e.to_string().contains("x.txt:3"));
-        parse_rules("x.txt", "# c\na | cat | warning | en | i | c | foo | bar", &mut v).unwrap();
+        parse_rules(
+            "x.txt",
+            "# c\na | cat | warning | en | i | c | foo | bar",
+            &mut v,
+        )
+        .unwrap();
         assert_eq!(v[0].regex, "foo | bar");
     }
 
     #[test]
     fn every_embedded_language_is_covered() {
         let rules = load_embedded().unwrap();
-        for lang in ["en", "de", "fr", "es", "it", "pt", "nl", "pl", "ru", "tr", "zh", "ja", "ko", "ar", "hi"] {
+        for lang in [
+            "en", "de", "fr", "es", "it", "pt", "nl", "pl", "ru", "tr", "zh", "ja", "ko", "ar",
+            "hi",
+        ] {
             assert!(
-                rules.iter().any(|r| matches!(r.kind, RuleKind::Threat(_)) && r.langs.split(',').any(|l| l == lang)),
+                rules.iter().any(|r| matches!(r.kind, RuleKind::Threat(_))
+                    && r.langs.split(',').any(|l| l == lang)),
                 "no injection rule for {lang}"
             );
         }

@@ -24,7 +24,9 @@ fn digits(s: &[u8], out: &mut [u8; 32]) -> Option<usize> {
 /// Luhn check over 13–19 digits, rejecting a single repeated digit.
 pub fn luhn(s: &[u8]) -> bool {
     let mut d = [0u8; 32];
-    let Some(n) = digits(s, &mut d) else { return false };
+    let Some(n) = digits(s, &mut d) else {
+        return false;
+    };
     if !(13..=19).contains(&n) || d[..n].iter().all(|&x| x == d[0]) {
         return false;
     }
@@ -83,7 +85,9 @@ pub fn iban(s: &[u8]) -> bool {
 /// US SSN area/group/serial ranges (no 000/666/9xx area, no 00 group, no 0000 serial).
 pub fn ssn(s: &[u8]) -> bool {
     let mut d = [0u8; 32];
-    let Some(n) = digits(s, &mut d) else { return false };
+    let Some(n) = digits(s, &mut d) else {
+        return false;
+    };
     if n != 9 {
         return false;
     }
@@ -98,7 +102,11 @@ pub fn ipv4(s: &[u8]) -> bool {
     let mut parts = 0;
     for p in s.split(|&c| c == b'.') {
         parts += 1;
-        if p.is_empty() || p.len() > 3 || !p.iter().all(u8::is_ascii_digit) || (p.len() > 1 && p[0] == b'0') {
+        if p.is_empty()
+            || p.len() > 3
+            || !p.iter().all(u8::is_ascii_digit)
+            || (p.len() > 1 && p[0] == b'0')
+        {
             return false;
         }
         let v: u32 = p.iter().fold(0, |a, &c| a * 10 + (c - b'0') as u32);
@@ -112,7 +120,9 @@ pub fn ipv4(s: &[u8]) -> bool {
 /// IPv6: parses with std (covers `::` compression); needs at least 2 colons and a hex letter or
 /// `::` so that times like `12:30:45` do not pass.
 pub fn ipv6(s: &[u8]) -> bool {
-    let Ok(t) = std::str::from_utf8(s) else { return false };
+    let Ok(t) = std::str::from_utf8(s) else {
+        return false;
+    };
     let colons = t.bytes().filter(|&c| c == b':').count();
     colons >= 2 && t.parse::<std::net::Ipv6Addr>().is_ok() && (t.contains("::") || colons == 7)
 }
@@ -120,12 +130,20 @@ pub fn ipv6(s: &[u8]) -> bool {
 /// Calendar date in d/m/y, m/d/y or y-m-d with a plausible birth year (1900–2025).
 pub fn birth_date(s: &[u8]) -> bool {
     let parts: Vec<&[u8]> = s.split(|&c| c == b'/' || c == b'-' || c == b'.').collect();
-    if parts.len() != 3 || !parts.iter().all(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit)) {
+    if parts.len() != 3
+        || !parts
+            .iter()
+            .all(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
+    {
         return false;
     }
     let num = |p: &[u8]| p.iter().fold(0u32, |a, &c| a * 10 + (c - b'0') as u32);
     let (a, b, c) = (num(parts[0]), num(parts[1]), num(parts[2]));
-    let (y, m1, m2) = if parts[0].len() == 4 { (a, b, c) } else { (c, a, b) };
+    let (y, m1, m2) = if parts[0].len() == 4 {
+        (a, b, c)
+    } else {
+        (c, a, b)
+    };
     let year_ok = (1900..=2025).contains(&y) || (parts[2].len() == 2 && parts[0].len() != 4);
     let md = |m: u32, d: u32| (1..=12).contains(&m) && (1..=31).contains(&d);
     year_ok && (md(m1, m2) || md(m2, m1))
@@ -164,16 +182,26 @@ pub fn cpf(s: &[u8]) -> bool {
         return false;
     }
     let check = |len: usize| {
-        let sum: u32 = (0..len).map(|i| d[i] as u32 * (len as u32 + 1 - i as u32)).sum();
+        let sum: u32 = (0..len)
+            .map(|i| d[i] as u32 * (len as u32 + 1 - i as u32))
+            .sum();
         let r = sum * 10 % 11;
-        if r == 10 { 0 } else { r }
+        if r == 10 {
+            0
+        } else {
+            r
+        }
     };
     check(9) == d[9] as u32 && check(10) == d[10] as u32
 }
 
 /// Spanish DNI/NIE: 8 digits (NIE: X/Y/Z + 7) and the mod-23 control letter.
 pub fn nif(s: &[u8]) -> bool {
-    let t: Vec<u8> = s.iter().copied().filter(|&c| c != b'-' && c != b' ').collect();
+    let t: Vec<u8> = s
+        .iter()
+        .copied()
+        .filter(|&c| c != b'-' && c != b' ')
+        .collect();
     if t.len() != 9 {
         return false;
     }
@@ -225,11 +253,18 @@ pub fn codice_fiscale(s: &[u8]) -> bool {
     if s.len() != 16 || !s.iter().all(u8::is_ascii_alphanumeric) {
         return false;
     }
-    const ODD: [u32; 26] = [1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24, 23];
+    const ODD: [u32; 26] = [
+        1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24,
+        23,
+    ];
     let mut sum = 0;
     for (i, &c) in s[..15].iter().enumerate() {
         let c = c.to_ascii_uppercase();
-        let idx = if c.is_ascii_digit() { (c - b'0') as usize } else { (c - b'A') as usize };
+        let idx = if c.is_ascii_digit() {
+            (c - b'0') as usize
+        } else {
+            (c - b'A') as usize
+        };
         sum += if i % 2 == 0 { ODD[idx] } else { idx as u32 };
     }
     (b'A' + (sum % 26) as u8) == s[15].to_ascii_uppercase()
@@ -238,15 +273,26 @@ pub fn codice_fiscale(s: &[u8]) -> bool {
 /// Indian Aadhaar: 12 digits, not starting with 0/1, Verhoeff check digit.
 pub fn aadhaar(s: &[u8]) -> bool {
     const D: [[u8; 10]; 10] = [
-        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3, 4, 0, 6, 7, 8, 9, 5], [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
-        [3, 4, 0, 1, 2, 8, 9, 5, 6, 7], [4, 0, 1, 2, 3, 9, 5, 6, 7, 8], [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
-        [6, 5, 9, 8, 7, 1, 0, 4, 3, 2], [7, 6, 5, 9, 8, 2, 1, 0, 4, 3], [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
+        [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
+        [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
+        [4, 0, 1, 2, 3, 9, 5, 6, 7, 8],
+        [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
+        [6, 5, 9, 8, 7, 1, 0, 4, 3, 2],
+        [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
+        [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
         [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
     ];
     const P: [[u8; 10]; 8] = [
-        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 5, 7, 6, 2, 8, 3, 0, 9, 4], [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
-        [8, 9, 1, 6, 0, 4, 3, 5, 2, 7], [9, 4, 5, 3, 1, 2, 6, 8, 7, 0], [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
-        [2, 7, 9, 3, 8, 0, 6, 4, 1, 5], [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
+        [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
+        [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
+        [9, 4, 5, 3, 1, 2, 6, 8, 7, 0],
+        [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
+        [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
+        [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
     ];
     let mut d = [0u8; 32];
     if digits(s, &mut d) != Some(12) || d[0] < 2 {
@@ -261,20 +307,29 @@ pub fn aadhaar(s: &[u8]) -> bool {
 
 /// UK National Insurance number prefix rules (no D,F,I,Q,U,V; second letter not O; excluded pairs).
 pub fn nino(s: &[u8]) -> bool {
-    let t: Vec<u8> = s.iter().copied().filter(|&c| c != b' ').map(|c| c.to_ascii_uppercase()).collect();
+    let t: Vec<u8> = s
+        .iter()
+        .copied()
+        .filter(|&c| c != b' ')
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
     if t.len() != 9 || !t[2..8].iter().all(u8::is_ascii_digit) || !matches!(t[8], b'A'..=b'D') {
         return false;
     }
     let bad = |c: u8| matches!(c, b'D' | b'F' | b'I' | b'Q' | b'U' | b'V');
     let pair = &t[..2];
-    !bad(t[0]) && !bad(t[1]) && t[1] != b'O' && !matches!(pair, b"BG" | b"GB" | b"NK" | b"KN" | b"TN" | b"NT" | b"ZZ")
+    !bad(t[0])
+        && !bad(t[1])
+        && t[1] != b'O'
+        && !matches!(pair, b"BG" | b"GB" | b"NK" | b"KN" | b"TN" | b"NT" | b"ZZ")
 }
 
 /// A token that is a hex digest or UUID (git SHA, hash), never an API key by itself.
 pub fn is_digest_like(s: &[u8]) -> bool {
     let hex = s.iter().filter(|c| c.is_ascii_hexdigit()).count();
     let dashes = s.iter().filter(|&&c| c == b'-').count();
-    (hex + dashes == s.len()) && matches!(hex, 7 | 40 | 64 | 128) || (dashes == 4 && s.len() == 36 && hex == 32)
+    (hex + dashes == s.len()) && matches!(hex, 7 | 40 | 64 | 128)
+        || (dashes == 4 && s.len() == 36 && hex == 32)
 }
 
 /// Shannon-like diversity check for generic secrets: enough distinct characters and classes.
@@ -324,8 +379,19 @@ mod tests {
         bad[5] = if bad[5] == b'9' { b'0' } else { bad[5] + 1 };
         assert!(!luhn(&bad));
         assert!(!luhn(b"0000000000000000"));
-        assert!(card_shape(format!("{} {} {} {}", &card[..4], &card[4..8], &card[8..12], &card[12..]).as_bytes()));
-        assert!(!card_shape(format!("{}-{} {}", &card[..4], &card[4..8], &card[8..]).as_bytes()));
+        assert!(card_shape(
+            format!(
+                "{} {} {} {}",
+                &card[..4],
+                &card[4..8],
+                &card[8..12],
+                &card[12..]
+            )
+            .as_bytes()
+        ));
+        assert!(!card_shape(
+            format!("{}-{} {}", &card[..4], &card[4..8], &card[8..]).as_bytes()
+        ));
     }
 
     #[test]
@@ -334,11 +400,20 @@ mod tests {
         let bban = "WEST12345698765432";
         let mut rem = 0u32;
         for c in bban.bytes().chain("GB00".bytes()) {
-            rem = if c.is_ascii_digit() { (rem * 10 + (c - b'0') as u32) % 97 } else { (rem * 100 + (c - b'A' + 10) as u32) % 97 };
+            rem = if c.is_ascii_digit() {
+                (rem * 10 + (c - b'0') as u32) % 97
+            } else {
+                (rem * 100 + (c - b'A' + 10) as u32) % 97
+            };
         }
         let iban_s = format!("GB{:02}{bban}", 98 - rem);
         assert!(iban(iban_s.as_bytes()), "{iban_s}");
-        let spaced: String = iban_s.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join(" ");
+        let spaced: String = iban_s
+            .as_bytes()
+            .chunks(4)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
         assert!(iban(spaced.as_bytes()));
         assert!(!iban(iban_s.replace("WEST", "WEXT").as_bytes()));
     }
@@ -349,12 +424,19 @@ mod tests {
         let body = [4u8, 4, 0, 5, 1, 4, 0, 1, 3, 5];
         let w = [1u32, 3, 7, 9, 1, 3, 7, 9, 1, 3];
         let sum: u32 = body.iter().zip(w).map(|(&d, w)| d as u32 * w).sum();
-        let p: String = body.iter().map(|d| (b'0' + d) as char).chain([(b'0' + ((10 - sum % 10) % 10) as u8) as char]).collect();
+        let p: String = body
+            .iter()
+            .map(|d| (b'0' + d) as char)
+            .chain([(b'0' + ((10 - sum % 10) % 10) as u8) as char])
+            .collect();
         assert!(pesel(p.as_bytes()));
         assert!(!pesel(b"44051401350") || p == "44051401350");
         // DNI letter
         let n = 12345678u32;
-        let dni = format!("{n}{}", b"TRWAGMYFPDXBNJZSQVHLCKE"[(n % 23) as usize] as char);
+        let dni = format!(
+            "{n}{}",
+            b"TRWAGMYFPDXBNJZSQVHLCKE"[(n % 23) as usize] as char
+        );
         assert!(nif(dni.as_bytes()));
         assert!(!nif(b"12345678A"));
         // BSN 11-proof: 111222333 -> 9+8+7+12+10+8+9+6-3 = 66
@@ -362,10 +444,26 @@ mod tests {
         assert!(!bsn(b"111222334"));
         // CPF check digits
         let b = [1u8, 2, 3, 4, 5, 6, 7, 8, 9];
-        let c1 = { let s: u32 = (0..9).map(|i| b[i] as u32 * (10 - i as u32)).sum(); let r = s * 10 % 11; if r == 10 { 0 } else { r } };
+        let c1 = {
+            let s: u32 = (0..9).map(|i| b[i] as u32 * (10 - i as u32)).sum();
+            let r = s * 10 % 11;
+            if r == 10 {
+                0
+            } else {
+                r
+            }
+        };
         let mut all = b.to_vec();
         all.push(c1 as u8);
-        let c2 = { let s: u32 = (0..10).map(|i| all[i] as u32 * (11 - i as u32)).sum(); let r = s * 10 % 11; if r == 10 { 0 } else { r } };
+        let c2 = {
+            let s: u32 = (0..10).map(|i| all[i] as u32 * (11 - i as u32)).sum();
+            let r = s * 10 % 11;
+            if r == 10 {
+                0
+            } else {
+                r
+            }
+        };
         all.push(c2 as u8);
         let cpf_s: String = all.iter().map(|d| (b'0' + d) as char).collect();
         assert!(cpf(cpf_s.as_bytes()));
@@ -374,7 +472,9 @@ mod tests {
         let n13: u64 = 1850578006084;
         let s = format!("{n13}{:02}", 97 - n13 % 97);
         assert!(insee(s.as_bytes()));
-        assert!(!insee(format!("{n13}{:02}", (97 - n13 % 97 + 1) % 100).as_bytes()));
+        assert!(!insee(
+            format!("{n13}{:02}", (97 - n13 % 97 + 1) % 100).as_bytes()
+        ));
         assert!(codice_fiscale(b"RSSMRA85T10A562S"));
         assert!(!codice_fiscale(b"RSSMRA85T10A562T"));
         assert!(aadhaar(b"234123412346"));

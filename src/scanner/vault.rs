@@ -13,8 +13,8 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 
-use aes_gcm::aead::{Aead, KeyInit, OsRng};
 use aes_gcm::aead::rand_core::RngCore;
+use aes_gcm::aead::{Aead, KeyInit, OsRng};
 use aes_gcm::{Aes256Gcm, Nonce};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -46,7 +46,9 @@ impl Default for Vault {
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print originals (or even placeholders' values).
-        f.debug_struct("Vault").field("entries", &self.entries.len()).finish()
+        f.debug_struct("Vault")
+            .field("entries", &self.entries.len())
+            .finish()
     }
 }
 
@@ -104,8 +106,14 @@ impl Vault {
     pub fn new() -> Vault {
         let mut key = Zeroizing::new([0u8; 32]);
         OsRng.fill_bytes(&mut key[..]);
-        let cipher = Aes256Gcm::new_from_slice(&key[..]).unwrap_or_else(|_| unreachable!("32-byte key"));
-        Vault { cipher, hasher: RandomState::new(), entries: Vec::new(), counts: [0; 14] }
+        let cipher =
+            Aes256Gcm::new_from_slice(&key[..]).unwrap_or_else(|_| unreachable!("32-byte key"));
+        Vault {
+            cipher,
+            hasher: RandomState::new(),
+            entries: Vec::new(),
+            counts: [0; 14],
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -120,7 +128,11 @@ impl Vault {
     pub fn insert(&mut self, kind: PiiKind, value: &str) -> &str {
         let h = self.hasher.hash_one((kind as u8, value));
         let found = self.entries.iter().position(|e| {
-            e.kind == kind && e.value_hash == h && self.decrypt_entry(e).is_some_and(|v| v.as_slice() == value.as_bytes())
+            e.kind == kind
+                && e.value_hash == h
+                && self
+                    .decrypt_entry(e)
+                    .is_some_and(|v| v.as_slice() == value.as_bytes())
         });
         let idx = match found {
             Some(i) => i,
@@ -130,10 +142,17 @@ impl Vault {
                 let ciphertext = self
                     .cipher
                     .encrypt(Nonce::from_slice(&nonce), value.as_bytes())
-                    .unwrap_or_else(|_| unreachable!("AES-GCM encryption of a short buffer cannot fail"));
+                    .unwrap_or_else(|_| {
+                        unreachable!("AES-GCM encryption of a short buffer cannot fail")
+                    });
                 let slot = &mut self.counts[kind as usize];
                 *slot += 1;
-                self.entries.push(Entry { placeholder: placeholder(kind, *slot), kind, value_hash: h, ciphertext });
+                self.entries.push(Entry {
+                    placeholder: placeholder(kind, *slot),
+                    kind,
+                    value_hash: h,
+                    ciphertext,
+                });
                 idx
             }
         };
@@ -142,13 +161,22 @@ impl Vault {
 
     fn decrypt_entry(&self, e: &Entry) -> Option<Zeroizing<Vec<u8>>> {
         let idx = self.entries.iter().position(|x| std::ptr::eq(x, e))?;
-        self.cipher.decrypt(Nonce::from_slice(&nonce_for(idx)), e.ciphertext.as_slice()).ok().map(Zeroizing::new)
+        self.cipher
+            .decrypt(Nonce::from_slice(&nonce_for(idx)), e.ciphertext.as_slice())
+            .ok()
+            .map(Zeroizing::new)
     }
 
     /// The original for placeholder number `index` (as listed by `placeholders`).
     pub(crate) fn original(&self, index: usize) -> Option<Zeroizing<Vec<u8>>> {
         let e = self.entries.get(index)?;
-        self.cipher.decrypt(Nonce::from_slice(&nonce_for(index)), e.ciphertext.as_slice()).ok().map(Zeroizing::new)
+        self.cipher
+            .decrypt(
+                Nonce::from_slice(&nonce_for(index)),
+                e.ciphertext.as_slice(),
+            )
+            .ok()
+            .map(Zeroizing::new)
     }
 
     /// The placeholders in insertion order.
@@ -188,7 +216,12 @@ pub fn scrub(text: &str, spans: &[PiiSpan], vault: &mut Vault) -> String {
     let mut out = String::with_capacity(text.len() + spans.len() * 8);
     let mut pos = 0;
     for s in spans {
-        if s.start < pos || s.end > text.len() || s.start >= s.end || !text.is_char_boundary(s.start) || !text.is_char_boundary(s.end) {
+        if s.start < pos
+            || s.end > text.len()
+            || s.start >= s.end
+            || !text.is_char_boundary(s.start)
+            || !text.is_char_boundary(s.end)
+        {
             continue;
         }
         let value = &text[s.start..s.end];
@@ -221,7 +254,10 @@ mod tests {
             let p1 = placeholder(k, 1);
             let p12 = placeholder(k, 12);
             assert!(is_placeholder(k, p1.as_bytes()), "{p1}");
-            assert!(!p12.starts_with(&p1) && !p1.starts_with(&p12), "{p1} / {p12}");
+            assert!(
+                !p12.starts_with(&p1) && !p1.starts_with(&p12),
+                "{p1} / {p12}"
+            );
         }
     }
 
@@ -237,13 +273,28 @@ mod tests {
     fn scrub_then_rehydrate_round_trips() {
         let text = "mail a@b.example or a@b.example, pw p\"q\\r";
         let spans = [
-            PiiSpan { start: 5, end: 16, kind: PiiKind::Email },
-            PiiSpan { start: 20, end: 31, kind: PiiKind::Email },
-            PiiSpan { start: 36, end: 41, kind: PiiKind::Password },
+            PiiSpan {
+                start: 5,
+                end: 16,
+                kind: PiiKind::Email,
+            },
+            PiiSpan {
+                start: 20,
+                end: 31,
+                kind: PiiKind::Email,
+            },
+            PiiSpan {
+                start: 36,
+                end: 41,
+                kind: PiiKind::Password,
+            },
         ];
         let mut v = Vault::new();
         let s = scrub(text, &spans, &mut v);
-        assert_eq!(s, "mail user_0001@redacted.example or user_0001@redacted.example, pw redacted_pw_0001");
+        assert_eq!(
+            s,
+            "mail user_0001@redacted.example or user_0001@redacted.example, pw redacted_pw_0001"
+        );
         assert_eq!(v.rehydrate_text(&s), text);
         // inside JSON the original is escaped
         let body = format!("{{\"content\":\"{s}\"}}");
@@ -262,8 +313,12 @@ mod tests {
         let got = v.rehydrate(body.as_bytes());
         let outer: serde_json::Value = serde_json::from_slice(&got).unwrap();
         assert_eq!(outer["x"], pw);
-        let inner: serde_json::Value =
-            serde_json::from_str(outer["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"].as_str().unwrap()).unwrap();
+        let inner: serde_json::Value = serde_json::from_str(
+            outer["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(inner["password"], pw);
         assert_eq!(inner["note"], format!("see {pw}"));
     }

@@ -50,13 +50,19 @@ pub fn make_tls() -> TlsFiles {
     let ca_key = KeyPair::generate().expect("ca key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "tierflow test CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "tierflow test CA");
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let leaf_key = KeyPair::generate().expect("leaf key");
-    let leaf_params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("leaf params");
-    let leaf = leaf_params.signed_by(&leaf_key, &issuer).expect("leaf cert");
+    let leaf_params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("leaf params");
+    let leaf = leaf_params
+        .signed_by(&leaf_key, &issuer)
+        .expect("leaf cert");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -67,7 +73,10 @@ pub fn make_tls() -> TlsFiles {
             rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
         )
         .expect("server config");
-    TlsFiles { ca_pem: ca_cert.pem(), server: Arc::new(server) }
+    TlsFiles {
+        ca_pem: ca_cert.pem(),
+        server: Arc::new(server),
+    }
 }
 
 pub fn start(tls: Option<Arc<rustls::ServerConfig>>) -> Mock {
@@ -132,13 +141,16 @@ fn serve<S: Read + Write>(stream: S, raw: Option<TcpStream>, st: &MockState) {
             return; // upstream "down": established connections die too
         }
         st.requests.fetch_add(1, Ordering::SeqCst);
-        let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        let req: serde_json::Value =
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
         let model = req["model"].as_str().unwrap_or("").to_string();
         st.models.lock().unwrap().push(model.clone());
         st.bodies.lock().unwrap().push(body.clone());
         st.heads.lock().unwrap().push(head.clone());
         let stream = req["stream"].as_bool().unwrap_or(false);
-        let include_usage = req["stream_options"]["include_usage"].as_bool().unwrap_or(false);
+        let include_usage = req["stream_options"]["include_usage"]
+            .as_bool()
+            .unwrap_or(false);
         let has_tools = req["tools"].as_array().is_some_and(|t| !t.is_empty());
         let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
         let w = reader.get_mut();
@@ -162,7 +174,12 @@ fn serve<S: Read + Write>(stream: S, raw: Option<TcpStream>, st: &MockState) {
 
 pub const CONTENT_WORDS: [&str; 5] = ["Hello", " from", " the", " mock", "."];
 
-pub fn completion_json(model: &str, content: &str, prompt_tokens: u64, completion_tokens: u64) -> String {
+pub fn completion_json(
+    model: &str,
+    content: &str,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+) -> String {
     serde_json::json!({
         "id": "chatcmpl-mock123",
         "object": "chat.completion",
@@ -180,7 +197,12 @@ pub fn completion_json(model: &str, content: &str, prompt_tokens: u64, completio
     .to_string()
 }
 
-pub fn chunk_json(model: &str, delta: serde_json::Value, finish: Option<&str>, include_usage: bool) -> String {
+pub fn chunk_json(
+    model: &str,
+    delta: serde_json::Value,
+    finish: Option<&str>,
+    include_usage: bool,
+) -> String {
     let mut v = serde_json::json!({
         "id": "chatcmpl-mock123", "object": "chat.completion.chunk", "created": 1_700_000_000u64,
         "model": model, "system_fingerprint": "fp_mock",
@@ -194,11 +216,26 @@ pub fn chunk_json(model: &str, delta: serde_json::Value, finish: Option<&str>, i
 
 /// The SSE events (data payloads) the mock sends for a streamed answer.
 pub fn stream_events(model: &str, include_usage: bool, prompt_tokens: u64) -> Vec<String> {
-    let mut ev = vec![chunk_json(model, serde_json::json!({"role": "assistant", "content": "", "refusal": null}), None, include_usage)];
+    let mut ev = vec![chunk_json(
+        model,
+        serde_json::json!({"role": "assistant", "content": "", "refusal": null}),
+        None,
+        include_usage,
+    )];
     for w in CONTENT_WORDS {
-        ev.push(chunk_json(model, serde_json::json!({"content": w}), None, include_usage));
+        ev.push(chunk_json(
+            model,
+            serde_json::json!({"content": w}),
+            None,
+            include_usage,
+        ));
     }
-    ev.push(chunk_json(model, serde_json::json!({}), Some("stop"), include_usage));
+    ev.push(chunk_json(
+        model,
+        serde_json::json!({}),
+        Some("stop"),
+        include_usage,
+    ));
     if include_usage {
         ev.push(
             serde_json::json!({"id": "chatcmpl-mock123", "object": "chat.completion.chunk", "created": 1_700_000_000u64,
@@ -215,17 +252,32 @@ pub fn stream_events(model: &str, include_usage: bool, prompt_tokens: u64) -> Ve
 /// so anything in it is split across events.
 pub fn echo_stream_events(body: &[u8]) -> Vec<String> {
     let text = String::from_utf8_lossy(body).into_owned();
-    let mut ev = vec![chunk_json("echo", serde_json::json!({"role": "assistant", "content": ""}), None, false)];
+    let mut ev = vec![chunk_json(
+        "echo",
+        serde_json::json!({"role": "assistant", "content": ""}),
+        None,
+        false,
+    )];
     let mut at = 0;
     while at < text.len() {
         let mut end = (at + 5).min(text.len());
         while !text.is_char_boundary(end) {
             end += 1;
         }
-        ev.push(chunk_json("echo", serde_json::json!({"content": &text[at..end]}), None, false));
+        ev.push(chunk_json(
+            "echo",
+            serde_json::json!({"content": &text[at..end]}),
+            None,
+            false,
+        ));
         at = end;
     }
-    ev.push(chunk_json("echo", serde_json::json!({}), Some("stop"), false));
+    ev.push(chunk_json(
+        "echo",
+        serde_json::json!({}),
+        Some("stop"),
+        false,
+    ));
     ev
 }
 
@@ -237,7 +289,8 @@ fn write_chunk<W: Write>(w: &mut W, data: &[u8]) -> std::io::Result<()> {
 }
 
 fn error_body(status: u16, message: &str, ty: &str, code: &str) -> String {
-    serde_json::json!({"error": {"message": message, "type": ty, "param": null, "code": code}}).to_string()
+    serde_json::json!({"error": {"message": message, "type": ty, "param": null, "code": code}})
+        .to_string()
         + if status == 0 { "" } else { "" }
 }
 
@@ -264,24 +317,60 @@ fn respond<W: Write>(
     };
     match model {
         "e429" => {
-            send_error(w, 429, "Too Many Requests", error_body(429, "Rate limit reached for requests", "requests", "rate_limit_exceeded"));
+            send_error(
+                w,
+                429,
+                "Too Many Requests",
+                error_body(
+                    429,
+                    "Rate limit reached for requests",
+                    "requests",
+                    "rate_limit_exceeded",
+                ),
+            );
             return true;
         }
         "e500" => {
-            send_error(w, 500, "Internal Server Error", error_body(500, "The server had an error while processing your request.", "server_error", "internal_error"));
+            send_error(
+                w,
+                500,
+                "Internal Server Error",
+                error_body(
+                    500,
+                    "The server had an error while processing your request.",
+                    "server_error",
+                    "internal_error",
+                ),
+            );
             return true;
         }
         "e400" => {
-            send_error(w, 400, "Bad Request", error_body(400, "Invalid value for 'temperature'.", "invalid_request_error", "invalid_value"));
+            send_error(
+                w,
+                400,
+                "Bad Request",
+                error_body(
+                    400,
+                    "Invalid value for 'temperature'.",
+                    "invalid_request_error",
+                    "invalid_value",
+                ),
+            );
             return true;
         }
         _ => {}
     }
     if !stream {
-        let content = if model == "echo" { String::from_utf8_lossy(body).into_owned() } else { CONTENT_WORDS.concat() };
+        let content = if model == "echo" {
+            String::from_utf8_lossy(body).into_owned()
+        } else {
+            CONTENT_WORDS.concat()
+        };
         let text = completion_json(model, &content, prompt_tokens, CONTENT_WORDS.len() as u64);
-        st.prompt_tokens_total.fetch_add(prompt_tokens, Ordering::SeqCst);
-        st.completion_tokens_total.fetch_add(CONTENT_WORDS.len() as u64, Ordering::SeqCst);
+        st.prompt_tokens_total
+            .fetch_add(prompt_tokens, Ordering::SeqCst);
+        st.completion_tokens_total
+            .fetch_add(CONTENT_WORDS.len() as u64, Ordering::SeqCst);
         if model == "close" {
             let _ = write!(w, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{text}");
             let _ = w.flush();
@@ -296,14 +385,21 @@ fn respond<W: Write>(
         return true;
     }
     let _ = write!(w, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache\r\n\r\n");
-    let events = if model == "echo" { echo_stream_events(body) } else { stream_events(model, include_usage, prompt_tokens) };
+    let events = if model == "echo" {
+        echo_stream_events(body)
+    } else {
+        stream_events(model, include_usage, prompt_tokens)
+    };
     for (i, e) in events.iter().enumerate() {
         if (model == "stall" || model == "reset") && i == 3 {
             if model == "stall" {
                 std::thread::sleep(Duration::from_secs(30));
             } else if let Some(raw) = raw {
                 use std::os::fd::AsRawFd;
-                let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+                let linger = libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                };
                 // SAFETY: valid socket fd and a properly sized linger struct.
                 unsafe {
                     libc::setsockopt(
@@ -325,8 +421,10 @@ fn respond<W: Write>(
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    st.prompt_tokens_total.fetch_add(prompt_tokens, Ordering::SeqCst);
-    st.completion_tokens_total.fetch_add(CONTENT_WORDS.len() as u64, Ordering::SeqCst);
+    st.prompt_tokens_total
+        .fetch_add(prompt_tokens, Ordering::SeqCst);
+    st.completion_tokens_total
+        .fetch_add(CONTENT_WORDS.len() as u64, Ordering::SeqCst);
     let _ = write_chunk(w, b"data: [DONE]\n\n");
     let _ = w.write_all(b"0\r\n\r\n");
     let _ = w.flush();
@@ -339,7 +437,10 @@ pub const ANTHROPIC_TEXT: &str = "Hello from the mock.";
 fn reset<S>(raw: Option<&TcpStream>, _w: &mut S) {
     if let Some(raw) = raw {
         use std::os::fd::AsRawFd;
-        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
         // SAFETY: valid socket fd and a properly sized linger struct.
         unsafe {
             libc::setsockopt(
@@ -394,19 +495,43 @@ fn anthropic_error(kind: &str, message: &str) -> Vec<u8> {
 }
 
 /// Anthropic Messages dialect.
-fn respond_anthropic<W: Write>(w: &mut W, raw: Option<&TcpStream>, model: &str, stream: bool, has_tools: bool) -> bool {
+fn respond_anthropic<W: Write>(
+    w: &mut W,
+    raw: Option<&TcpStream>,
+    model: &str,
+    stream: bool,
+    has_tools: bool,
+) -> bool {
     use tierflow::providers::anthropic::mock::{self as am, Scenario};
     let scenario = match model {
         "a-e429" => {
-            send_json(w, 429, "Too Many Requests", &anthropic_error("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit"));
+            send_json(
+                w,
+                429,
+                "Too Many Requests",
+                &anthropic_error(
+                    "rate_limit_error",
+                    "Number of request tokens has exceeded your per-minute rate limit",
+                ),
+            );
             return true;
         }
         "a-e500" => {
-            send_json(w, 500, "Internal Server Error", &anthropic_error("api_error", "Internal server error"));
+            send_json(
+                w,
+                500,
+                "Internal Server Error",
+                &anthropic_error("api_error", "Internal server error"),
+            );
             return true;
         }
         "a-e400" => {
-            send_json(w, 400, "Bad Request", &anthropic_error("invalid_request_error", "max_tokens: Field required"));
+            send_json(
+                w,
+                400,
+                "Bad Request",
+                &anthropic_error("invalid_request_error", "max_tokens: Field required"),
+            );
             return true;
         }
         "a-tool" => Scenario::OneTool,

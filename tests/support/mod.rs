@@ -54,7 +54,11 @@ impl Gateway {
         let path = dir.path().join("config.json");
         std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tierflow"));
-        cmd.arg("--config").arg(&path).arg("--port").arg("0").args(args);
+        cmd.arg("--config")
+            .arg(&path)
+            .arg("--port")
+            .arg("0")
+            .args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -74,7 +78,11 @@ impl Gateway {
                 let Ok(line) = line else { break };
                 if line.contains("msg=listening") {
                     if let Some(tx) = tx.take() {
-                        let addr = line.split_whitespace().find_map(|f| f.strip_prefix("addr=")).unwrap_or("").to_string();
+                        let addr = line
+                            .split_whitespace()
+                            .find_map(|f| f.strip_prefix("addr="))
+                            .unwrap_or("")
+                            .to_string();
                         let _ = tx.send(addr);
                     }
                 }
@@ -85,10 +93,18 @@ impl Gateway {
             Ok(a) => a.parse().expect("listen addr"),
             Err(_) => {
                 let _ = child.kill();
-                panic!("gateway did not start; log:\n{}", log.lock().unwrap().join("\n"));
+                panic!(
+                    "gateway did not start; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
             }
         };
-        Gateway { child, addr, dir, log }
+        Gateway {
+            child,
+            addr,
+            dir,
+            log,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -134,11 +150,15 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn text(&self) -> String {
@@ -176,7 +196,12 @@ pub fn read_response<R: BufRead>(r: &mut R) -> Option<Response> {
         if status == 100 {
             continue;
         }
-        let get = |n: &str| headers.iter().find(|(k, _): &&(String, String)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _): &&(String, String)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+        };
         let mut body = Vec::new();
         if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
             loop {
@@ -199,7 +224,11 @@ pub fn read_response<R: BufRead>(r: &mut R) -> Option<Response> {
         } else {
             r.read_to_end(&mut body).ok()?;
         }
-        return Some(Response { status, headers, body });
+        return Some(Response {
+            status,
+            headers,
+            body,
+        });
     }
 }
 
@@ -220,18 +249,30 @@ pub fn post_json_raw(path: &str, body: &str, extra: &str) -> Vec<u8> {
 }
 
 pub fn chat(addr: SocketAddr, body: &serde_json::Value) -> Response {
-    send_raw(addr, &post_json_raw("/v1/chat/completions", &body.to_string(), "")).expect("response")
+    send_raw(
+        addr,
+        &post_json_raw("/v1/chat/completions", &body.to_string(), ""),
+    )
+    .expect("response")
 }
 
 pub fn get(addr: SocketAddr, path: &str, extra: &str) -> Response {
-    send_raw(addr, format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n").as_bytes()).expect("response")
+    send_raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n").as_bytes(),
+    )
+    .expect("response")
 }
 
 /// `data:` payloads of an SSE body.
 pub fn sse_data(body: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(body)
         .split("\n\n")
-        .filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_string))
+        .filter_map(|ev| {
+            ev.lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .map(str::to_string)
+        })
         .collect()
 }
 
