@@ -1199,3 +1199,24 @@ fn anthropic_upstream_thinking_and_max_tokens() {
         );
     }
 }
+
+#[test]
+fn messages_endpoint_limit_errors_use_anthropic_shape() {
+    let (_m, gw) = setup();
+    let r = send_raw(
+        gw.addr,
+        b"POST /v1/messages HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 413);
+    let v = r.json();
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(v["error"]["type"], "request_too_large");
+    // The OpenAI endpoint keeps the OpenAI schema.
+    let r = send_raw(
+        gw.addr,
+        b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.json()["error"]["code"], "body_too_large");
+}

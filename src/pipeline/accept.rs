@@ -114,8 +114,29 @@ async fn write_simple(
     message: &str,
     code: &str,
 ) {
+    write_simple_as(stream, out, status, message, code, false).await
+}
+
+/// `write_simple` in the client's dialect: Anthropic's error shape for `/v1/messages` clients.
+async fn write_simple_as(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    status: u16,
+    message: &str,
+    code: &str,
+    anthropic: bool,
+) {
     out.clear();
-    response::simple_error(out, status, message, code);
+    if anthropic {
+        response::begin(out, status, false);
+        response::finish_with_body(
+            out,
+            "application/json",
+            &crate::providers::anthropic::error_body_anthropic(status, message),
+        );
+    } else {
+        response::simple_error(out, status, message, code);
+    }
     if super::relay::flush(stream, out).await.is_err() {
         return;
     }
@@ -238,6 +259,9 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
 
         // ---- read the body --------------------------------------------------------------------
         let head_len = head.head_len;
+        // Errors from here on use the client's dialect (Anthropic's shape on /v1/messages).
+        let anthropic_errors = buf[head.path.clone()].starts_with(b"/v1/messages")
+            || buf[head.path.clone()].starts_with(b"/messages");
         let deadline = started
             + Duration::from_millis(limits.header_timeout_ms.max(1)).max(Duration::from_secs(30));
         let mut continue_sent = false;
@@ -256,7 +280,15 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                         "request body is {n} bytes; the limit is {} bytes",
                         limits.max_body_bytes
                     );
-                    write_simple(&mut stream, &mut out, 413, &msg, "body_too_large").await;
+                    write_simple_as(
+                        &mut stream,
+                        &mut out,
+                        413,
+                        &msg,
+                        "body_too_large",
+                        anthropic_errors,
+                    )
+                    .await;
                     return;
                 }
                 let total = head_len + n as usize;
@@ -278,12 +310,13 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                         Ok(_) => {}
                         Err(ReadErr::Timeout) => {
                             let mut o = Vec::new();
-                            write_simple(
+                            write_simple_as(
                                 &mut stream,
                                 &mut o,
                                 408,
                                 "request body not received in time",
                                 "request_timeout",
+                                anthropic_errors,
                             )
                             .await;
                             return;
@@ -307,12 +340,13 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                             }
                         }
                         Err(e) => {
-                            write_simple(
+                            write_simple_as(
                                 &mut stream,
                                 &mut out,
                                 400,
                                 &format!("bad chunked body: {e}"),
                                 "bad_chunked_body",
+                                anthropic_errors,
                             )
                             .await;
                             return;
@@ -323,7 +357,15 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                             "request body exceeds the limit of {} bytes",
                             limits.max_body_bytes
                         );
-                        write_simple(&mut stream, &mut out, 413, &msg, "body_too_large").await;
+                        write_simple_as(
+                            &mut stream,
+                            &mut out,
+                            413,
+                            &msg,
+                            "body_too_large",
+                            anthropic_errors,
+                        )
+                        .await;
                         return;
                     }
                     if head.expect_continue && !continue_sent {
@@ -343,12 +385,13 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                         Ok(_) => {}
                         Err(ReadErr::Timeout) => {
                             let mut o = Vec::new();
-                            write_simple(
+                            write_simple_as(
                                 &mut stream,
                                 &mut o,
                                 408,
                                 "request body not received in time",
                                 "request_timeout",
+                                anthropic_errors,
                             )
                             .await;
                             return;
@@ -361,7 +404,15 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                         "request body exceeds the limit of {} bytes",
                         limits.max_body_bytes
                     );
-                    write_simple(&mut stream, &mut out, 413, &msg, "body_too_large").await;
+                    write_simple_as(
+                        &mut stream,
+                        &mut out,
+                        413,
+                        &msg,
+                        "body_too_large",
+                        anthropic_errors,
+                    )
+                    .await;
                     return;
                 }
                 consumed = pos;
