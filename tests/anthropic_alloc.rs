@@ -3,7 +3,7 @@
 //! Its own test binary because it installs a counting global allocator.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use tierflow::providers::anthropic::{
     parse_sse_event, ChatToMessagesStream, ChunkMeta, MessagesToChatStream,
@@ -11,7 +11,30 @@ use tierflow::providers::anthropic::{
 
 struct Counting;
 
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+/// Allocations made by the current thread only: the test harness allocates on other threads
+/// (spawning the next test, printing), which must not count.
+struct ThreadAllocs;
+
+thread_local! {
+    static THREAD_ALLOCS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl ThreadAllocs {
+    fn bump(&self) {
+        // `try_with`: during thread teardown the slot may be gone; those allocations do not matter.
+        let _ = THREAD_ALLOCS.try_with(|c| c.set(c.get() + 1));
+    }
+
+    fn load(&self, _o: Ordering) -> usize {
+        THREAD_ALLOCS.try_with(|c| c.get()).unwrap_or(0)
+    }
+
+    fn fetch_add(&self, _n: usize, _o: Ordering) {
+        self.bump();
+    }
+}
+
+static ALLOCS: ThreadAllocs = ThreadAllocs;
 
 // SAFETY: forwards every call unchanged to `System`; only counts.
 unsafe impl GlobalAlloc for Counting {
