@@ -126,6 +126,12 @@ impl Vault {
 
     /// The placeholder for `value`: the same value (and kind) always gets the same placeholder.
     pub fn insert(&mut self, kind: PiiKind, value: &str) -> &str {
+        self.insert_avoiding(kind, value, "")
+    }
+
+    /// `insert`, but a new placeholder is never one that already occurs in `text` (the request's
+    /// own words): otherwise rehydration would turn that literal text into the PII value.
+    pub fn insert_avoiding(&mut self, kind: PiiKind, value: &str, text: &str) -> &str {
         let h = self.hasher.hash_one((kind as u8, value));
         let found = self.entries.iter().position(|e| {
             e.kind == kind
@@ -147,8 +153,16 @@ impl Vault {
                     });
                 let slot = &mut self.counts[kind as usize];
                 *slot += 1;
+                let mut ph = placeholder(kind, *slot);
+                // Bounded: placeholder numbers wrap for some kinds; give up rather than spin.
+                let mut tries = 0;
+                while !text.is_empty() && text.contains(ph.as_str()) && tries < 10_000 {
+                    *slot += 1;
+                    tries += 1;
+                    ph = placeholder(kind, *slot);
+                }
                 self.entries.push(Entry {
-                    placeholder: placeholder(kind, *slot),
+                    placeholder: ph,
                     kind,
                     value_hash: h,
                     ciphertext,
@@ -229,7 +243,7 @@ pub fn scrub(text: &str, spans: &[PiiSpan], vault: &mut Vault) -> String {
             continue;
         }
         out.push_str(&text[pos..s.start]);
-        out.push_str(vault.insert(s.kind, value));
+        out.push_str(vault.insert_avoiding(s.kind, value, text));
         pos = s.end;
     }
     out.push_str(&text[pos..]);
@@ -239,6 +253,26 @@ pub fn scrub(text: &str, spans: &[PiiSpan], vault: &mut Vault) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fuzz finding (scrub_roundtrip): the prompt already contained the text of the placeholder
+    /// the next phone number would get; rehydration turned that literal into the phone number.
+    #[test]
+    fn placeholders_never_collide_with_text_already_in_the_prompt() {
+        let mut v = Vault::new();
+        let text = "call +1 555 0100 or +1-555-0101";
+        let start = text.find("+1 555").unwrap();
+        let spans = [PiiSpan {
+            start,
+            end: start + "+1 555 0100".len(),
+            kind: PiiKind::Phone,
+        }];
+        let scrubbed = scrub(text, &spans, &mut v);
+        assert!(!scrubbed.contains("+1 555 0100"));
+        assert_eq!(
+            String::from_utf8(v.rehydrate(scrubbed.as_bytes())).unwrap(),
+            text
+        );
+    }
 
     #[test]
     fn same_value_same_placeholder_and_kinds_are_shaped() {
