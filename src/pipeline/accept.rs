@@ -157,6 +157,45 @@ async fn write_simple_as(
     }
 }
 
+/// Reads more request-body bytes before `deadline`, first sending `100 Continue` once if the client
+/// asked for it. `false`: the connection is done (closed, or answered 408).
+async fn read_body_bytes(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    deadline: Instant,
+    expect_continue: bool,
+    continue_sent: &mut bool,
+    anthropic_errors: bool,
+) -> bool {
+    if expect_continue && !*continue_sent {
+        *continue_sent = true;
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        if super::relay::flush(stream, out).await.is_err() {
+            return false;
+        }
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    match read_more(stream, buf, left.max(Duration::from_millis(1))).await {
+        Ok(_) => true,
+        Err(ReadErr::Timeout) => {
+            let (status, msg) = (408, "request body not received in time");
+            write_simple_as(
+                stream,
+                out,
+                status,
+                msg,
+                "request_timeout",
+                anthropic_errors,
+            )
+            .await;
+            false
+        }
+        Err(_) => false,
+    }
+}
+
 /// Serves one downstream connection until it closes.
 pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
@@ -292,36 +331,21 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                     return;
                 }
                 let total = head_len + n as usize;
+                if buf.capacity() < total {
+                    buf.reserve(total - buf.len());
+                }
                 while buf.len() < total {
-                    if head.expect_continue && !continue_sent {
-                        continue_sent = true;
-                        out.clear();
-                        out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-                        if super::relay::flush(&mut stream, &mut out).await.is_err() {
-                            return;
-                        }
-                    }
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if buf.capacity() < total {
-                        buf.reserve(total - buf.len());
-                    }
-                    match read_more(&mut stream, &mut buf, left.max(Duration::from_millis(1))).await
-                    {
-                        Ok(_) => {}
-                        Err(ReadErr::Timeout) => {
-                            let mut o = Vec::new();
-                            write_simple_as(
-                                &mut stream,
-                                &mut o,
-                                408,
-                                "request body not received in time",
-                                "request_timeout",
-                                anthropic_errors,
-                            )
-                            .await;
-                            return;
-                        }
-                        Err(_) => return,
+                    let more = read_body_bytes(
+                        &mut stream,
+                        &mut buf,
+                        &mut out,
+                        deadline,
+                        head.expect_continue,
+                        &mut continue_sent,
+                        anthropic_errors,
+                    );
+                    if !more.await {
+                        return;
                     }
                 }
                 consumed = total;
@@ -333,18 +357,14 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                 let mut pos = head_len;
                 loop {
                     match dec.decode(&buf[pos..], &mut body) {
-                        Ok(r) => {
-                            pos += r.consumed;
-                            if r.done {
-                                break;
-                            }
-                        }
+                        Ok(r) => pos += r.consumed,
                         Err(e) => {
+                            let msg = format!("bad chunked body: {e}");
                             write_simple_as(
                                 &mut stream,
                                 &mut out,
                                 400,
-                                &format!("bad chunked body: {e}"),
+                                &msg,
                                 "bad_chunked_body",
                                 anthropic_errors,
                             )
@@ -368,52 +388,24 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                         .await;
                         return;
                     }
-                    if head.expect_continue && !continue_sent {
-                        continue_sent = true;
-                        out.clear();
-                        out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-                        if super::relay::flush(&mut stream, &mut out).await.is_err() {
-                            return;
-                        }
+                    if dec.is_done() {
+                        break;
                     }
                     // Keep the decoded prefix out of the read buffer so it does not grow without bound.
                     buf.drain(head_len..pos);
                     pos = head_len;
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match read_more(&mut stream, &mut buf, left.max(Duration::from_millis(1))).await
-                    {
-                        Ok(_) => {}
-                        Err(ReadErr::Timeout) => {
-                            let mut o = Vec::new();
-                            write_simple_as(
-                                &mut stream,
-                                &mut o,
-                                408,
-                                "request body not received in time",
-                                "request_timeout",
-                                anthropic_errors,
-                            )
-                            .await;
-                            return;
-                        }
-                        Err(_) => return,
-                    }
-                }
-                if body.len() as u64 > limits.max_body_bytes {
-                    let msg = format!(
-                        "request body exceeds the limit of {} bytes",
-                        limits.max_body_bytes
-                    );
-                    write_simple_as(
+                    let more = read_body_bytes(
                         &mut stream,
+                        &mut buf,
                         &mut out,
-                        413,
-                        &msg,
-                        "body_too_large",
+                        deadline,
+                        head.expect_continue,
+                        &mut continue_sent,
                         anthropic_errors,
-                    )
-                    .await;
-                    return;
+                    );
+                    if !more.await {
+                        return;
+                    }
                 }
                 consumed = pos;
                 body_ref = &body;
