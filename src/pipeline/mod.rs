@@ -583,7 +583,8 @@ async fn chat(
     };
     // PII: when a provider of the chain scrubs (`pii: true`), build the scrubbed `messages`
     // once, into this request's vault; the relay rehydrates the answer if one was used.
-    let mut vault = crate::scanner::Vault::new();
+    // The vault (a fresh AES key from the OS) is made only for a request that is scrubbed.
+    let mut vault: Option<crate::scanner::Vault> = None;
     let mut pii_messages: Option<(Vec<u8>, u32)> = None;
     let mut anthropic_pii: Option<Vec<u8>> = None;
     let scrubbing = screening.pii_seen
@@ -592,16 +593,17 @@ async fn chat(
             .iter()
             .any(|t| cfg.providers[t.provider(&cfg)].pii);
     if let Some(s) = scanner.as_deref().filter(|_| scrubbing) {
+        let vault = vault.insert(crate::scanner::Vault::new());
         let base = messages_override
             .as_deref()
             .or_else(|| security::messages_member(body, &members));
-        pii_messages = base.and_then(|b| security::scrub_messages(s, b, &mut vault));
+        pii_messages = base.and_then(|b| security::scrub_messages(s, b, vault));
         if let (Some(_), Some(i), Some(m)) = (&pii_messages, &inbound, &anthropic_members) {
             let base = anthropic_override
                 .as_deref()
                 .or_else(|| security::messages_member(i.original, m));
             anthropic_pii = base
-                .and_then(|b| security::scrub_messages(s, b, &mut vault))
+                .and_then(|b| security::scrub_messages(s, b, vault))
                 .map(|(b, _)| b);
         }
     }
@@ -647,7 +649,7 @@ async fn chat(
     } else {
         0
     };
-    let vault_used = if scrubbed { Some(&vault) } else { None };
+    let vault_used = if scrubbed { vault.as_ref() } else { None };
     let dialects = match (&inbound, cfg.providers[target.provider(&cfg)].dialect) {
         (None, Dialect::OpenAi) => Dialects::OpenAi,
         (None, Dialect::Anthropic) => Dialects::AnthropicUpstream {

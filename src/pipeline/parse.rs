@@ -7,7 +7,6 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use simd_json::prelude::*;
-use simd_json::BorrowedValue;
 
 use crate::error::GatewayError;
 
@@ -41,13 +40,15 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 }
 
 /// Index just past the string starting at `i` (which must be `"`).
+/// Jumps from one quote or backslash to the next with `memchr2` (SIMD), so long message texts cost
+/// a few vector compares instead of a branch per byte.
 fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
     i += 1;
     while i < b.len() {
+        i += memchr::memchr2(b'"', b'\\', &b[i..])?;
         match b[i] {
             b'"' => return Some(i + 1),
-            b'\\' => i += 2,
-            _ => i += 1,
+            _ => i += 2,
         }
     }
     None
@@ -174,44 +175,95 @@ fn invalid(param: impl Into<String>, msg: impl Into<String>) -> GatewayError {
     GatewayError::invalid(param, msg)
 }
 
+thread_local! {
+    /// simd-json's working buffers, reused by every parse on this thread (one worker = one thread):
+    /// no per-request allocation of the structural index or the string buffer.
+    static JSON_BUFFERS: std::cell::RefCell<simd_json::Buffers> =
+        std::cell::RefCell::new(simd_json::Buffers::new(16 * 1024));
+}
+
+type TapeValue<'t, 'i> = simd_json::tape::Value<'t, 'i>;
+type TapeObject<'t, 'i> = simd_json::tape::Object<'t, 'i>;
+
+/// The LAST member named `key` (what most JSON readers upstream keep when a key is repeated, so the
+/// gateway judges the same value the provider will act on).
+/// A string value borrowed for the input's lifetime (not the tape's).
+fn string<'i>(v: TapeValue<'_, 'i>) -> Option<&'i str> {
+    v.into_string()
+}
+
+fn member<'t, 'i>(obj: &TapeObject<'t, 'i>, key: &str) -> Option<TapeValue<'t, 'i>> {
+    let mut found = None;
+    for (k, v) in obj.iter() {
+        if k == key {
+            found = Some(v);
+        }
+    }
+    found
+}
+
 /// Parses and validates a chat completions body in place (`scratch` is a copy the parser may
-/// overwrite). `Err` is a 400 naming the field.
+/// overwrite). `Err` is a 400 naming the field. Reads simd-json's tape directly: no map or
+/// vector is built per JSON object, and every string (escapes decoded in place) borrows `scratch`.
 pub fn parse_chat_request(scratch: &mut [u8]) -> Result<ChatRequest<'_>, GatewayError> {
     if scratch.is_empty() {
         return Err(GatewayError::malformed(
             "request body is empty; expected a JSON chat completions request",
         ));
     }
-    let value = simd_json::to_borrowed_value(scratch)
-        .map_err(|e| GatewayError::malformed(format!("request body is not valid JSON: {e}")))?;
-    chat_request_from_value(value)
+    JSON_BUFFERS.with(|buffers| {
+        let mut fresh;
+        let mut guard = buffers.try_borrow_mut();
+        let buffers: &mut simd_json::Buffers = match guard.as_deref_mut() {
+            Ok(b) => b,
+            Err(_) => {
+                fresh = simd_json::Buffers::new(scratch.len());
+                &mut fresh
+            }
+        };
+        let big = scratch.len() > 1 << 20;
+        let parsed = match simd_json::to_tape_with_buffers(scratch, buffers) {
+            Ok(tape) => chat_request_from_tape(tape.as_value()),
+            Err(e) => Err(GatewayError::malformed(format!(
+                "request body is not valid JSON: {e}"
+            ))),
+        };
+        if big {
+            // Do not keep megabytes of parser buffers per core after one huge request.
+            *buffers = simd_json::Buffers::new(16 * 1024);
+        }
+        parsed
+    })
 }
 
-fn chat_request_from_value(value: BorrowedValue<'_>) -> Result<ChatRequest<'_>, GatewayError> {
-    let BorrowedValue::Object(mut obj) = value else {
+fn chat_request_from_tape<'i>(value: TapeValue<'_, 'i>) -> Result<ChatRequest<'i>, GatewayError> {
+    let Some(obj) = value.as_object() else {
         return Err(GatewayError::malformed(
             "request body must be a JSON object",
         ));
     };
-    let model = match obj.remove("model") {
-        Some(BorrowedValue::String(s)) if !s.is_empty() => s,
-        Some(_) => return Err(invalid("model", "`model` must be a non-empty string")),
+    let model: &'i str = match member(&obj, "model") {
+        Some(v) => match string(v) {
+            Some(s) if !s.is_empty() => s,
+            _ => return Err(invalid("model", "`model` must be a non-empty string")),
+        },
         None => return Err(invalid("model", "`model` is required")),
     };
-    let stream = match obj.get("stream") {
-        None | Some(BorrowedValue::Static(simd_json::StaticNode::Null)) => false,
+    let stream = match member(&obj, "stream") {
+        None => false,
+        Some(v) if v.is_null() => false,
         Some(v) => v
             .as_bool()
             .ok_or_else(|| invalid("stream", "`stream` must be a boolean"))?,
     };
-    let include_usage = match obj.get("stream_options") {
+    let include_usage = match member(&obj, "stream_options") {
         None => false,
         Some(v) if v.is_null() => false,
         Some(v) => {
             let o = v
                 .as_object()
                 .ok_or_else(|| invalid("stream_options", "`stream_options` must be an object"))?;
-            match o.get("include_usage") {
+            match member(&o, "include_usage") {
                 None => false,
                 Some(u) => u
                     .as_bool()
@@ -219,34 +271,32 @@ fn chat_request_from_value(value: BorrowedValue<'_>) -> Result<ChatRequest<'_>, 
             }
         }
     };
-    let route = match obj.get("route") {
+    let route = match member(&obj, "route") {
         None => RouteOptions::default(),
         Some(v) if v.is_null() => RouteOptions::default(),
-        Some(v) => parse_route(v)?,
+        Some(v) => parse_route(&v)?,
     };
-    let has_tools = match obj.get("tools") {
+    let has_tools = match member(&obj, "tools") {
         None => false,
         Some(v) if v.is_null() => false,
         Some(v) => !v
             .as_array()
             .ok_or_else(|| invalid("tools", "`tools` must be an array"))?
             .is_empty(),
-    } || obj
-        .get("functions")
+    } || member(&obj, "functions")
         .is_some_and(|f| f.as_array().is_some_and(|a| !a.is_empty()));
-    let max_tokens = obj
-        .get("max_completion_tokens")
-        .or_else(|| obj.get("max_tokens"))
+    let max_tokens = member(&obj, "max_completion_tokens")
+        .or_else(|| member(&obj, "max_tokens"))
         .and_then(|v| v.as_u64());
-    let temperature = obj.get("temperature").and_then(|v| v.cast_f64());
-    let n = obj.get("n").and_then(|v| v.as_u64()).unwrap_or(1);
-    let has_audio_modality = obj
-        .get("modalities")
+    let temperature = member(&obj, "temperature").and_then(|v| v.cast_f64());
+    let n = member(&obj, "n").and_then(|v| v.as_u64()).unwrap_or(1);
+    let has_audio_modality = member(&obj, "modalities")
         .and_then(|m| m.as_array())
         .is_some_and(|a| a.iter().any(|x| x.as_str() == Some("audio")));
-    let messages_value = match obj.remove("messages") {
-        Some(BorrowedValue::Array(a)) => a,
-        Some(_) => return Err(invalid("messages", "`messages` must be an array")),
+    let messages_value = match member(&obj, "messages") {
+        Some(v) => v
+            .as_array()
+            .ok_or_else(|| invalid("messages", "`messages` must be an array"))?,
         None => return Err(invalid("messages", "`messages` is required")),
     };
     if messages_value.is_empty() {
@@ -258,90 +308,91 @@ fn chat_request_from_value(value: BorrowedValue<'_>) -> Result<ChatRequest<'_>, 
     let mut has_audio = has_audio_modality;
     let mut has_tool_messages = false;
     let mut messages = Vec::with_capacity(messages_value.len());
-    for (i, m) in messages_value.into_iter().enumerate() {
-        let BorrowedValue::Object(mut m) = m else {
+    for (i, m) in messages_value.iter().enumerate() {
+        let Some(m) = m.as_object() else {
             return Err(invalid(
                 format!("messages[{i}]"),
                 "each message must be an object",
             ));
         };
-        let role = match m.remove("role") {
-            Some(BorrowedValue::String(Cow::Borrowed(r))) if ROLES.contains(&r) => r,
-            Some(BorrowedValue::String(r)) if ROLES.contains(&r.as_ref()) => ROLES
-                .iter()
-                .copied()
-                .find(|x| *x == r.as_ref())
-                .unwrap_or("user"),
-            Some(BorrowedValue::String(r)) => {
-                return Err(invalid(
-                    format!("messages[{i}].role"),
-                    format!(
-                        "unknown role `{}`; expected one of {}",
-                        r.chars().take(40).collect::<String>(),
-                        ROLES.join(", ")
-                    ),
-                ))
-            }
-            Some(_) => {
-                return Err(invalid(
-                    format!("messages[{i}].role"),
-                    "`role` must be a string",
-                ))
-            }
+        let role: &'static str = match member(&m, "role") {
+            Some(r) => match string(r) {
+                Some(r) => match ROLES.iter().copied().find(|x| *x == r) {
+                    Some(known) => known,
+                    None => {
+                        return Err(invalid(
+                            format!("messages[{i}].role"),
+                            format!(
+                                "unknown role `{}`; expected one of {}",
+                                r.chars().take(40).collect::<String>(),
+                                ROLES.join(", ")
+                            ),
+                        ))
+                    }
+                },
+                None => {
+                    return Err(invalid(
+                        format!("messages[{i}].role"),
+                        "`role` must be a string",
+                    ))
+                }
+            },
             None => return Err(invalid(format!("messages[{i}].role"), "`role` is required")),
         };
-        if role == "tool" || role == "function" || m.get("tool_calls").is_some() {
+        if role == "tool" || role == "function" || member(&m, "tool_calls").is_some() {
             has_tool_messages = true;
         }
-        let text: Cow<'_, str> = match m.remove("content") {
+        let text: Cow<'i, str> = match member(&m, "content") {
             None => Cow::Borrowed(""),
-            Some(BorrowedValue::Static(simd_json::StaticNode::Null)) => Cow::Borrowed(""),
-            Some(BorrowedValue::String(s)) => s,
-            Some(BorrowedValue::Array(parts)) => {
-                let mut joined = String::new();
-                for (j, p) in parts.iter().enumerate() {
-                    let Some(po) = p.as_object() else {
-                        return Err(invalid(
-                            format!("messages[{i}].content[{j}]"),
-                            "content parts must be objects",
-                        ));
-                    };
-                    let ty = po.get("type").and_then(|t| t.as_str()).ok_or_else(|| {
-                        invalid(
-                            format!("messages[{i}].content[{j}].type"),
-                            "`type` is required",
-                        )
-                    })?;
-                    match ty {
-                        "text" | "input_text" => {
-                            let t = po.get("text").and_then(|t| t.as_str()).ok_or_else(|| {
-                                invalid(
-                                    format!("messages[{i}].content[{j}].text"),
-                                    "`text` must be a string",
-                                )
-                            })?;
-                            if !joined.is_empty() {
-                                joined.push('\n');
+            Some(c) if c.is_null() => Cow::Borrowed(""),
+            Some(c) => {
+                if let Some(s) = string(c) {
+                    Cow::Borrowed(s)
+                } else if let Some(parts) = c.as_array() {
+                    let mut joined = String::new();
+                    for (j, p) in parts.iter().enumerate() {
+                        let Some(po) = p.as_object() else {
+                            return Err(invalid(
+                                format!("messages[{i}].content[{j}]"),
+                                "content parts must be objects",
+                            ));
+                        };
+                        let ty = member(&po, "type").and_then(string).ok_or_else(|| {
+                            invalid(
+                                format!("messages[{i}].content[{j}].type"),
+                                "`type` is required",
+                            )
+                        })?;
+                        match ty {
+                            "text" | "input_text" => {
+                                let t = member(&po, "text").and_then(string).ok_or_else(|| {
+                                    invalid(
+                                        format!("messages[{i}].content[{j}].text"),
+                                        "`text` must be a string",
+                                    )
+                                })?;
+                                if !joined.is_empty() {
+                                    joined.push('\n');
+                                }
+                                joined.push_str(t);
                             }
-                            joined.push_str(t);
+                            "input_audio" | "audio" => has_audio = true,
+                            _ => {}
                         }
-                        "input_audio" | "audio" => has_audio = true,
-                        _ => {}
                     }
+                    Cow::Owned(joined)
+                } else {
+                    return Err(invalid(
+                        format!("messages[{i}].content"),
+                        "`content` must be a string, an array of parts, or null",
+                    ));
                 }
-                Cow::Owned(joined)
-            }
-            Some(_) => {
-                return Err(invalid(
-                    format!("messages[{i}].content"),
-                    "`content` must be a string, an array of parts, or null",
-                ))
             }
         };
         messages.push(MessageText { role, text });
     }
     Ok(ChatRequest {
-        model,
+        model: Cow::Borrowed(model),
         stream,
         include_usage,
         route,
@@ -354,13 +405,13 @@ fn chat_request_from_value(value: BorrowedValue<'_>) -> Result<ChatRequest<'_>, 
     })
 }
 
-fn parse_route(v: &BorrowedValue<'_>) -> Result<RouteOptions, GatewayError> {
+fn parse_route(v: &TapeValue<'_, '_>) -> Result<RouteOptions, GatewayError> {
     let o = v
         .as_object()
         .ok_or_else(|| invalid("route", "`route` must be an object"))?;
     let mut r = RouteOptions::default();
     for (k, v) in o.iter() {
-        match k.as_ref() {
+        match k {
             "fallback" => {
                 r.fallback = Some(
                     v.as_bool()

@@ -297,11 +297,14 @@ pub async fn relay_json(
     }
     meta.set_usage(usage);
     // Add the `tierflow` object to a JSON object body: before its closing brace.
+    // (end of the object, whether it has members)
     let mut insert_at = None;
     if status == 200 && is_json {
         if let Some(end) = body.iter().rposition(|b| !b.is_ascii_whitespace()) {
-            if body[end] == b'}' && top_level_members(&body).is_some() {
-                insert_at = Some(end);
+            if body[end] == b'}' {
+                if let Some(m) = top_level_members(&body) {
+                    insert_at = Some((end, !m.is_empty()));
+                }
             }
         }
     }
@@ -316,10 +319,9 @@ pub async fn relay_json(
         _ => "application/json".into(),
     };
     match insert_at {
-        Some(end) => {
+        Some((end, has_members)) => {
             let mut obj = String::with_capacity(256);
             meta.write_json(&mut obj);
-            let has_members = top_level_members(&body).is_some_and(|m| !m.is_empty());
             let extra = obj.len() + 11 + usize::from(has_members);
             response::header(out, "Content-Type", content_type.as_bytes());
             response::header_num(out, "Content-Length", (body.len() + extra) as u64);
@@ -766,8 +768,17 @@ pub async fn serve_cached(
     }
 }
 
+/// Whether a chunk may carry a usage object: some `"usage":` followed by `{` (a `null` usage, as
+/// most providers send on every chunk, is ruled out without parsing). `find_usage` decides.
 fn memchr_usage(data: &[u8]) -> bool {
-    data.windows(8).any(|w| w == b"\"usage\":")
+    memchr::memmem::find_iter(data, b"\"usage\"").any(|i| {
+        let rest = &data[i + 7..];
+        let mut j = 0;
+        while j < rest.len() && matches!(rest[j], b' ' | b'\t' | b'\n' | b'\r' | b':') {
+            j += 1;
+        }
+        rest.get(j) == Some(&b'{')
+    })
 }
 
 fn is_empty_choices(data: &[u8]) -> bool {
@@ -803,23 +814,19 @@ fn chunk_identity(data: &[u8]) -> Option<(String, String, String)> {
 
 /// Rough size of the content a chunk carries (for billing a stream that ended without usage).
 fn count_content_chars(data: &[u8]) -> u64 {
-    let mut n = 0u64;
     let needle = b"\"content\":\"";
+    let mut n = 0u64;
     let mut i = 0;
-    while i + needle.len() <= data.len() {
-        if &data[i..i + needle.len()] == needle {
-            let mut j = i + needle.len();
-            while j < data.len() && data[j] != b'"' {
-                if data[j] == b'\\' {
-                    j += 1;
-                }
+    while let Some(at) = memchr::memmem::find(&data[i..], needle) {
+        let mut j = i + at + needle.len();
+        while j < data.len() && data[j] != b'"' {
+            if data[j] == b'\\' {
                 j += 1;
-                n += 1;
             }
-            i = j;
-        } else {
-            i += 1;
+            j += 1;
+            n += 1;
         }
+        i = j.min(data.len());
     }
     n
 }
