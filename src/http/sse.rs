@@ -4,9 +4,11 @@
 /// Length of the prefix of `buf` that holds only complete events (ends right after a blank line),
 /// or 0 if no event is complete yet. Accepts `\n\n`, `\r\n\r\n` and `\r\r` separators.
 pub fn complete_prefix(buf: &[u8]) -> usize {
+    // Jumps between line-break bytes with memchr (SIMD); event payloads are long JSON lines.
     let mut end = 0;
     let mut i = 0;
-    while i < buf.len() {
+    while let Some(off) = memchr::memchr2(b'\n', b'\r', &buf[i..]) {
+        i += off;
         match buf[i] {
             b'\n' => {
                 if i + 1 < buf.len() && buf[i + 1] == b'\n' {
@@ -20,7 +22,7 @@ pub fn complete_prefix(buf: &[u8]) -> usize {
                     continue;
                 }
             }
-            b'\r' if i + 1 < buf.len() && buf[i + 1] == b'\r' => {
+            _ if i + 1 < buf.len() && buf[i + 1] == b'\r' => {
                 end = i + 2;
                 i += 2;
                 continue;
@@ -54,7 +56,8 @@ pub fn events(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// (end of event, start of next) for the first blank line in `buf`.
 fn find_blank_line(buf: &[u8]) -> Option<(usize, usize)> {
     let mut i = 0;
-    while i < buf.len() {
+    while let Some(off) = memchr::memchr2(b'\n', b'\r', &buf[i..]) {
+        i += off;
         if buf[i] == b'\n' {
             if i + 1 < buf.len() && buf[i + 1] == b'\n' {
                 return Some((i + 1, i + 2));
@@ -62,7 +65,7 @@ fn find_blank_line(buf: &[u8]) -> Option<(usize, usize)> {
             if i + 2 < buf.len() && buf[i + 1] == b'\r' && buf[i + 2] == b'\n' {
                 return Some((i + 1, i + 3));
             }
-        } else if buf[i] == b'\r' && i + 1 < buf.len() && buf[i + 1] == b'\r' {
+        } else if i + 1 < buf.len() && buf[i + 1] == b'\r' {
             return Some((i + 1, i + 2));
         }
         i += 1;
@@ -82,7 +85,15 @@ pub struct Event<'a> {
 /// Parses one event block (as yielded by `events`).
 pub fn parse_event(block: &[u8]) -> Event<'_> {
     let mut ev = Event::default();
-    for line in block.split(|&b| b == b'\n') {
+    let mut start = 0;
+    let lines = memchr::memchr_iter(b'\n', block)
+        .chain(std::iter::once(block.len()))
+        .map(|end| {
+            let line = &block[start..end];
+            start = end + 1;
+            line
+        });
+    for line in lines {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() || line[0] == b':' {
             continue;

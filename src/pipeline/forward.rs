@@ -196,10 +196,12 @@ pub async fn forward(
         };
         worker.counters.pool_opened.set(worker.pool.opened.get());
         worker.counters.pool_reused.set(worker.pool.reused.get());
+        // One clock read serves the health sample and the routing metadata.
+        let now = Instant::now();
         match result {
             Ok((conn, head, sent_at)) => {
                 if head.status == 429 || head.status >= 500 {
-                    record(false, Instant::now());
+                    record(false, now);
                     attempts.push(Attempt {
                         target: target.name(cfg),
                         error: format!("HTTP {}", head.status),
@@ -209,7 +211,7 @@ pub async fn forward(
                     drop(conn); // body unread: never reuse
                     continue;
                 }
-                record(true, Instant::now());
+                record(true, now);
                 if n > 0 {
                     worker.counters.failovers.inc();
                 }
@@ -221,11 +223,11 @@ pub async fn forward(
                     idle_timeout_ms: provider.idle_timeout_ms,
                     pool_max_idle: provider.pool_max_idle,
                     sent_at,
-                    head_at: Instant::now(),
+                    head_at: now,
                 });
             }
             Err(e) => {
-                record(false, Instant::now());
+                record(false, now);
                 worker.counters.upstream_errors.inc();
                 failures.push(if e.is_timeout() {
                     Failure::Timeout

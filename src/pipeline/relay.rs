@@ -771,7 +771,9 @@ pub async fn serve_cached(
 /// Whether a chunk may carry a usage object: some `"usage":` followed by `{` (a `null` usage, as
 /// most providers send on every chunk, is ruled out without parsing). `find_usage` decides.
 fn memchr_usage(data: &[u8]) -> bool {
-    memchr::memmem::find_iter(data, b"\"usage\"").any(|i| {
+    static USAGE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+    USAGE.find_iter(data).any(|i| {
         let rest = &data[i + 7..];
         let mut j = 0;
         while j < rest.len() && matches!(rest[j], b' ' | b'\t' | b'\n' | b'\r' | b':') {
@@ -814,19 +816,31 @@ fn chunk_identity(data: &[u8]) -> Option<(String, String, String)> {
 
 /// Rough size of the content a chunk carries (for billing a stream that ended without usage).
 fn count_content_chars(data: &[u8]) -> u64 {
-    let needle = b"\"content\":\"";
+    static CONTENT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"content\":\""));
     let mut n = 0u64;
     let mut i = 0;
-    while let Some(at) = memchr::memmem::find(&data[i..], needle) {
-        let mut j = i + at + needle.len();
-        while j < data.len() && data[j] != b'"' {
-            if data[j] == b'\\' {
-                j += 1;
+    while let Some(at) = CONTENT.find(&data[i..]) {
+        // The string's bytes up to its closing quote, an escape sequence counted once.
+        let mut j = i + at + CONTENT.needle().len();
+        loop {
+            match memchr::memchr2(b'"', b'\\', &data[j..]) {
+                Some(off) if data[j + off] == b'\\' => {
+                    n += off as u64 + 1;
+                    j += off + 2;
+                    if j >= data.len() {
+                        return n;
+                    }
+                }
+                Some(off) => {
+                    n += off as u64;
+                    j += off + 1;
+                    break;
+                }
+                None => return n + (data.len() - j) as u64,
             }
-            j += 1;
-            n += 1;
         }
-        i = j.min(data.len());
+        i = j;
     }
     n
 }
@@ -843,6 +857,21 @@ fn estimate_usage(meta: &RouteMeta, completion_chars: u64) -> Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_and_usage_scans() {
+        let chunk = br#"{"choices":[{"delta":{"content":"ab\"c"}},{"delta":{"content":"xyz"}}],"usage":null}"#;
+        assert_eq!(count_content_chars(chunk), 7);
+        assert_eq!(count_content_chars(br#"{"content":"unterminated"#), 12);
+        assert_eq!(count_content_chars(br#"{"content":"ends in "#), 8);
+        assert!(!memchr_usage(chunk));
+        assert!(memchr_usage(
+            br#"{"choices":[],"usage": {"prompt_tokens":1}}"#
+        ));
+        assert!(!memchr_usage(
+            br#"{"choices":[{"delta":{"content":"usage"}}]}"#
+        ));
+    }
 
     #[test]
     fn anthropic_usage_counts_cache_as_prompt() {
