@@ -502,6 +502,18 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
             (Method::Get, b"/stats") | (Method::Get, b"/metrics") => {
                 crate::api::stats(&worker, &mut stream, &mut out, keep_alive).await
             }
+            (Method::Get, b"/dashboard") => {
+                crate::dashboard::dashboard(
+                    &worker,
+                    &mut stream,
+                    &mut out,
+                    keep_alive,
+                    &head,
+                    &buf,
+                    query,
+                )
+                .await
+            }
             (_, p) if crate::api::is_known_path(p) => {
                 let e = crate::error::GatewayError::BadRequest {
                     message: "method not allowed on this path".into(),
