@@ -106,6 +106,8 @@ fn errors_before_the_chat_pipeline_are_ledger_rows_on_chat_paths_only() {
     assert_eq!(get(gw.addr, "/health", "").status, 200);
     assert_eq!(get(gw.addr, "/stats", "").status, 200);
     assert_eq!(get(gw.addr, "/v1/models", "").status, 200);
+    // No admin key configured: the dashboard answers loopback peers.
+    assert_eq!(get(gw.addr, "/dashboard", "").status, 200);
     assert_eq!(get(gw.addr, "/v1/nothing", app).status, 404);
     let raw = post_json_raw("/health", "{}", "");
     assert_eq!(send_raw(gw.addr, &raw).unwrap().status, 405);
