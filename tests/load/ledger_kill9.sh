@@ -175,10 +175,11 @@ cat <<EOF
 ledger kill -9: $ANSWERED requests answered to wrk in ${SECS} s (${RPS} req/s, $CONNS connections, ok=$CLIENT_OK), kill -9 $(awk -v a="$T1" -v b="$T_KILL" 'BEGIN { printf "%.0f", (b - a) * 1000 }') ms after the load
   mock answered:           $MOCK_ANSWERED   (usage $PROMPT_TOKENS + $COMPLETION_TOKENS tokens each)
   ledger rows:             $ROWS   (with an upstream answer: $ROWS_UP; statuses: $STATUSES)
-  missing at the kill:     $MISSING   (answers from the last ${TAIL_MS} ms before the kill; flush interval ${FLUSH_MS} ms)
+  missing at the kill:     $MISSING   ($([ "$MISSING" -gt 0 ] && echo "answers from the last ${TAIL_MS} ms before the kill" || echo "none"); flush interval ${FLUSH_MS} ms)
   older than flush+margin: $OLD answered before kill - ${FLUSH_MS} ms - ${MARGIN_MS} ms; all must be rows
   integrity_check:         $INTEGRITY
-  tokens in ledger:        prompt $PIN, completion $POUT; mock for the same requests: prompt $(( ROWS_UP * PROMPT_TOKENS )), completion $(( ROWS_UP * COMPLETION_TOKENS ))
+  tokens in ledger:        prompt $PIN, completion $POUT
+  mock, same requests:     prompt $(( ROWS_UP * PROMPT_TOKENS )), completion $(( ROWS_UP * COMPLETION_TOKENS ))   (all it answered: prompt $(( MOCK_ANSWERED * PROMPT_TOKENS )), completion $(( MOCK_ANSWERED * COMPLETION_TOKENS )))
   rows with other usage:   $ODD_ROWS
 EOF
 fail=0
