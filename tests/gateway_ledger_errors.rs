@@ -117,7 +117,7 @@ fn errors_before_the_chat_pipeline_are_ledger_rows_on_chat_paths_only() {
             .status,
         400
     );
-    let raw = format!("POST /v1/models HTTP/1.1\r\nContent-Length: 9999\r\n\r\n");
+    let raw = "POST /v1/models HTTP/1.1\r\nContent-Length: 9999\r\n\r\n";
     assert_eq!(send_raw(gw.addr, raw.as_bytes()).unwrap().status, 413);
 
     gw.signal(libc::SIGTERM);
