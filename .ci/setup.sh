@@ -5,7 +5,10 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 need_apt=()
-for pkg in pkg-config libhyperscan-dev redis-server python3-pip systemd; do
+pkgs=(pkg-config libhyperscan-dev redis-server python3-pip systemd)
+# The dashboard test drives Debian's headless Chromium; sqlite3 reads ledgers in the load script.
+if [ "${1:-}" = "--test" ]; then pkgs+=(chromium sqlite3); fi
+for pkg in "${pkgs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

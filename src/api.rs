@@ -23,6 +23,7 @@ pub fn is_known_path(p: &[u8]) -> bool {
             | b"/config"
             | b"/stats"
             | b"/metrics"
+            | b"/dashboard"
     )
 }
 

@@ -25,6 +25,7 @@ pub mod cache;
 pub mod classifier;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod http;

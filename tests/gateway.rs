@@ -4,6 +4,10 @@
 
 #[path = "gateway_accounting.rs"]
 mod accounting;
+#[path = "gateway_dashboard.rs"]
+mod dashboard;
+#[path = "gateway_ledger_errors.rs"]
+mod ledger_errors;
 mod resilience;
 mod security;
 mod service;

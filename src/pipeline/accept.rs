@@ -15,7 +15,7 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::head::{parse_request_head, BodyFraming, Method, RequestHead};
 use crate::http::response;
 
-use super::{handle_chat, Worker};
+use super::{early, handle_chat, Worker};
 
 /// The worker's open downstream connections, so shutdown can close the idle ones.
 #[derive(Default)]
@@ -158,7 +158,8 @@ async fn write_simple_as(
 }
 
 /// Reads more request-body bytes before `deadline`, first sending `100 Continue` once if the client
-/// asked for it. `false`: the connection is done (closed, or answered 408).
+/// asked for it. `Err(status)`: the connection is done — answered with `status` (408), or closed
+/// without an answer (`0`).
 async fn read_body_bytes(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
@@ -167,18 +168,18 @@ async fn read_body_bytes(
     expect_continue: bool,
     continue_sent: &mut bool,
     anthropic_errors: bool,
-) -> bool {
+) -> Result<(), u16> {
     if expect_continue && !*continue_sent {
         *continue_sent = true;
         out.clear();
         out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         if super::relay::flush(stream, out).await.is_err() {
-            return false;
+            return Err(0);
         }
     }
     let left = deadline.saturating_duration_since(Instant::now());
     match read_more(stream, buf, left.max(Duration::from_millis(1))).await {
-        Ok(_) => true,
+        Ok(_) => Ok(()),
         Err(ReadErr::Timeout) => {
             let (status, msg) = (408, "request body not received in time");
             write_simple_as(
@@ -190,9 +191,9 @@ async fn read_body_bytes(
                 anthropic_errors,
             )
             .await;
-            false
+            Err(status)
         }
-        Err(_) => false,
+        Err(_) => Err(0),
     }
 }
 
@@ -246,6 +247,10 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                             "bad_request_head",
                         )
                         .await;
+                        if early::request_line_is_chat(&buf) {
+                            let started = request_start.unwrap_or_else(Instant::now);
+                            early::record_early(&worker, None, started, status);
+                        }
                         return;
                     }
                 }
@@ -263,6 +268,9 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                                 "request_timeout",
                             )
                             .await;
+                            if early::request_line_is_chat(&buf) {
+                                early::record_early(&worker, None, t, 408);
+                            }
                             return;
                         }
                     }
@@ -270,6 +278,8 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                 None => Duration::from_millis(limits.idle_timeout_ms),
             };
             let had_bytes = !buf.is_empty();
+            // Looked at before the read: a timed-out read takes the buffer with it.
+            let chat_line = had_bytes && early::request_line_is_chat(&buf);
             match read_more(&mut stream, &mut buf, timeout).await {
                 Ok(_) => {
                     idle.set(false);
@@ -287,6 +297,9 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                             "request_timeout",
                         )
                         .await;
+                        if let (true, Some(t)) = (chat_line, request_start) {
+                            early::record_early(&worker, None, t, 408);
+                        }
                     }
                     return;
                 }
@@ -301,6 +314,8 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
         // Errors from here on use the client's dialect (Anthropic's shape on /v1/messages).
         let anthropic_errors = buf[head.path.clone()].starts_with(b"/v1/messages")
             || buf[head.path.clone()].starts_with(b"/messages");
+        // Errors answered before dispatch are ledger rows when the path is a chat endpoint.
+        let chat_path = early::is_chat_path(&buf[head.path.clone()]);
         let deadline = started
             + Duration::from_millis(limits.header_timeout_ms.max(1)).max(Duration::from_secs(30));
         let mut continue_sent = false;
@@ -328,6 +343,9 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                         anthropic_errors,
                     )
                     .await;
+                    if chat_path {
+                        early::record_early(&worker, Some((&head, &buf)), started, 413);
+                    }
                     return;
                 }
                 let total = head_len + n as usize;
@@ -344,7 +362,10 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                         &mut continue_sent,
                         anthropic_errors,
                     );
-                    if !more.await {
+                    if let Err(status) = more.await {
+                        if chat_path && status != 0 {
+                            early::record_early(&worker, Some((&head, &buf)), started, status);
+                        }
                         return;
                     }
                 }
@@ -369,6 +390,9 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                                 anthropic_errors,
                             )
                             .await;
+                            if chat_path {
+                                early::record_early(&worker, Some((&head, &buf)), started, 400);
+                            }
                             return;
                         }
                     }
@@ -386,6 +410,9 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                             anthropic_errors,
                         )
                         .await;
+                        if chat_path {
+                            early::record_early(&worker, Some((&head, &buf)), started, 413);
+                        }
                         return;
                     }
                     if dec.is_done() {
@@ -403,7 +430,10 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                         &mut continue_sent,
                         anthropic_errors,
                     );
-                    if !more.await {
+                    if let Err(status) = more.await {
+                        if chat_path && status != 0 {
+                            early::record_early(&worker, Some((&head, &buf)), started, status);
+                        }
                         return;
                     }
                 }
@@ -472,6 +502,18 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
             (Method::Get, b"/stats") | (Method::Get, b"/metrics") => {
                 crate::api::stats(&worker, &mut stream, &mut out, keep_alive).await
             }
+            (Method::Get, b"/dashboard") => {
+                crate::dashboard::dashboard(
+                    &worker,
+                    &mut stream,
+                    &mut out,
+                    keep_alive,
+                    &head,
+                    &buf,
+                    query,
+                )
+                .await
+            }
             (_, p) if crate::api::is_known_path(p) => {
                 let e = crate::error::GatewayError::BadRequest {
                     message: "method not allowed on this path".into(),
@@ -482,6 +524,9 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream) {
                 response::begin(&mut out, 405, keep_alive);
                 response::finish_with_body(&mut out, "application/json", &e.to_json());
                 let ok = super::relay::flush(&mut stream, &mut out).await.is_ok();
+                if early::is_chat_path(p) {
+                    early::record_early(&worker, Some((&head, &buf)), started, 405);
+                }
                 super::Done {
                     keep_alive: keep_alive && ok,
                     status: 405,

@@ -35,7 +35,9 @@ pub async fn handle_messages(
     let chat_body = match anthropic::messages_request_to_chat(body) {
         Ok((b, _info)) => b,
         Err(e) => {
-            return respond_error_as(stream, out, &translate_error(&e), keep_alive, true).await
+            let done = respond_error_as(stream, out, &translate_error(&e), keep_alive, true).await;
+            super::early::record_early_caller(worker, caller, started, done.status);
+            return done;
         }
     };
     let input_tokens_hint = anthropic::count_tokens_local(body).unwrap_or(0);

@@ -18,6 +18,7 @@
 
 pub mod accept;
 pub mod account;
+pub mod early;
 pub mod forward;
 pub mod messages;
 pub mod parse;
