@@ -126,6 +126,10 @@ pub struct RawConfig {
     /// The security scanner (prompt-injection verdicts, PII scrubbing). Default: on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<RawSecurity>,
+    /// CtxPack context compression of message text (`crate::compress::settings`). Default: on,
+    /// passes `ansi`, `whitespace`, `json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<crate::compress::settings::RawCompression>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -510,6 +514,8 @@ pub struct Config {
     /// Redis (connect, command) timeouts, ms, when set in the file.
     pub redis_timeouts_ms: (Option<u64>, Option<u64>),
     pub security: SecuritySettings,
+    /// Which compression passes run for which category.
+    pub compression: crate::compress::settings::CompressionSettings,
     /// Where it came from (`embedded default` or a path), for logs.
     pub source: String,
     /// The raw form, kept for `GET /config` (secrets redacted there).
@@ -674,6 +680,11 @@ impl Config {
             redis_url: None,
             redis_timeouts_ms: (None, None),
             security: security_settings(raw.security.as_ref())?,
+            compression: crate::compress::settings::CompressionSettings::resolve(
+                raw.compression.as_ref(),
+                &CATEGORIES,
+            )
+            .map_err(|e| invalid(e.key, e.message))?,
             source,
             raw: RawConfig::default(),
         };

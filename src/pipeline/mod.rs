@@ -3,6 +3,7 @@
 //! 1. `accept`  — the downstream connection: heads, bodies, keep-alive, limits, dispatch
 //! 2. `parse`   — the JSON body in place (simd-json), validated, plus a map of its original bytes
 //! 3. `route`   — model name / tier / route / prefix / classifier → a chain of upstream targets
+//!    (`security` screens and scrubs, `compress` packs the message text, before forwarding)
 //! 4. `forward` — pooled upstream connections, failover before the first byte
 //! 5. `relay`   — JSON or SSE back to the client, routing metadata added
 //! 6. `account` — the metadata object, cost, per-core counters, the usage record
@@ -18,6 +19,7 @@
 
 pub mod accept;
 pub mod account;
+pub mod compress;
 pub mod forward;
 pub mod messages;
 pub mod parse;
@@ -533,6 +535,7 @@ async fn chat(
                 saved_vs_flagship: None,
                 usage: None,
                 prompt_tokens_estimate: 0,
+                compression: None,
                 cache_status: "HIT",
                 cache_capture: false,
                 captured: None,
@@ -605,6 +608,26 @@ async fn chat(
                 .map(|(b, _)| b);
         }
     }
+    // Compression: each variant above loses what the model does not need (placeholders kept).
+    let packed = match cfg.compression.for_category(decision.category) {
+        Some(cc) => {
+            let inputs = compress::Inputs {
+                plain: messages_override
+                    .as_deref()
+                    .or_else(|| security::messages_member(body, &members)),
+                pii: pii_messages.as_ref().map(|(b, _)| b.as_slice()),
+                anthropic_plain: match (&inbound, &anthropic_members) {
+                    (Some(i), Some(m)) => anthropic_override
+                        .as_deref()
+                        .or_else(|| security::messages_member(i.original, m)),
+                    _ => None,
+                },
+                anthropic_pii: anthropic_pii.as_deref(),
+            };
+            compress::pack(cc, &inputs, &vault)
+        }
+        None => compress::Variants::default(),
+    };
     let prompt_bytes: usize = req.messages.iter().map(|m| m.text.len()).sum();
     let client_wants_usage = req.include_usage;
     let stream_requested = req.stream;
@@ -615,14 +638,30 @@ async fn chat(
         original: body,
         members: &members,
         stream: stream_requested,
-        messages_override: messages_override.as_deref(),
-        pii_messages: pii_messages.as_ref().map(|(b, _)| b.as_slice()),
+        messages_override: packed
+            .plain
+            .as_ref()
+            .map(|p| p.messages.as_slice())
+            .or(messages_override.as_deref()),
+        pii_messages: packed
+            .pii
+            .as_ref()
+            .map(|p| p.messages.as_slice())
+            .or(pii_messages.as_ref().map(|(b, _)| b.as_slice())),
         anthropic_original: match (&inbound, &anthropic_members) {
             (Some(i), Some(m)) => Some(AnthropicOriginal {
                 body: i.original,
                 members: m,
-                messages_override: anthropic_override.as_deref(),
-                pii_messages: anthropic_pii.as_deref(),
+                messages_override: packed
+                    .anthropic_plain
+                    .as_ref()
+                    .map(|p| p.messages.as_slice())
+                    .or(anthropic_override.as_deref()),
+                pii_messages: packed
+                    .anthropic_pii
+                    .as_ref()
+                    .map(|p| p.messages.as_slice())
+                    .or(anthropic_pii.as_deref()),
             }),
             _ => None,
         },
@@ -648,6 +687,12 @@ async fn chat(
         0
     };
     let vault_used = if scrubbed { Some(&vault) } else { None };
+    let anthropic_body =
+        inbound.is_some() && cfg.providers[target.provider(&cfg)].dialect == Dialect::Anthropic;
+    let compression = packed.sent(anthropic_body, scrubbed);
+    if let Some(c) = &compression {
+        worker.counters.count_compression(c);
+    }
     let dialects = match (&inbound, cfg.providers[target.provider(&cfg)].dialect) {
         (None, Dialect::OpenAi) => Dialects::OpenAi,
         (None, Dialect::Anthropic) => Dialects::AnthropicUpstream {
@@ -677,7 +722,10 @@ async fn chat(
         estimated_cost_usd: None,
         saved_vs_flagship: None,
         usage: None,
-        prompt_tokens_estimate: (prompt_bytes as u64).div_ceil(4),
+        prompt_tokens_estimate: (prompt_bytes as u64)
+            .div_ceil(4)
+            .saturating_sub(compression.map_or(0, |c| c.tokens)),
+        compression,
         cache_status: "MISS",
         cache_capture: cache_key.is_some() && fwd.head.status == 200,
         captured: None,

@@ -257,6 +257,7 @@ impl Shared {
             "# HELP tierflow_cache_bytes Accounted bytes held by the response cache.\n# TYPE tierflow_cache_bytes gauge\ntierflow_cache_bytes {}",
             total(|c| c.bytes)
         );
+        crate::pipeline::compress::render_stats(&mut s, &self.counters);
         s
     }
 }
