@@ -4,6 +4,8 @@
 
 #[path = "gateway_accounting.rs"]
 mod accounting;
+#[path = "gateway_compression.rs"]
+mod compression;
 mod resilience;
 mod security;
 mod service;
