@@ -12,6 +12,8 @@
 
 pub mod ansi;
 pub mod comments;
+#[cfg(test)]
+mod corpus;
 pub mod dedup;
 pub mod json;
 pub mod settings;
