@@ -130,6 +130,10 @@ pub struct RawConfig {
     /// passes `ansi`, `whitespace`, `json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<crate::compress::settings::RawCompression>,
+    /// Circuit-breaker tunables and the background probe of idle upstreams (`crate::health`).
+    /// Default: breaker defaults, no probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::RawHealth>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -516,6 +520,8 @@ pub struct Config {
     pub security: SecuritySettings,
     /// Which compression passes run for which category.
     pub compression: crate::compress::settings::CompressionSettings,
+    /// Breaker tunables and the background probe.
+    pub health: crate::health::HealthSettings,
     /// Where it came from (`embedded default` or a path), for logs.
     pub source: String,
     /// The raw form, kept for `GET /config` (secrets redacted there).
@@ -685,6 +691,8 @@ impl Config {
                 &CATEGORIES,
             )
             .map_err(|e| invalid(e.key, e.message))?,
+            health: crate::health::HealthSettings::resolve(raw.health.as_ref())
+                .map_err(|(k, m)| invalid(k, m))?,
             source,
             raw: RawConfig::default(),
         };

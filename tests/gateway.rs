@@ -6,6 +6,8 @@
 mod accounting;
 #[path = "gateway_compression.rs"]
 mod compression;
+#[path = "gateway_health_probe.rs"]
+mod health_probe;
 mod resilience;
 mod security;
 mod service;

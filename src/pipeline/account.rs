@@ -369,6 +369,9 @@ pub struct WorkerCounters {
     pub compression_saved_tokens: Counter,
     /// Requests whose text compression shrank.
     pub compressed_requests: Counter,
+    /// Background probes of idle upstreams (`probe`), by result.
+    pub probes_ok: Counter,
+    pub probes_failed: Counter,
 }
 
 /// Providers with per-upstream gauges in /stats (configs rarely have more).

@@ -23,6 +23,7 @@ pub mod compress;
 pub mod forward;
 pub mod messages;
 pub mod parse;
+pub mod probe;
 pub mod relay;
 pub mod route;
 pub mod security;
@@ -115,7 +116,7 @@ impl Worker {
         }
         let board = self.shared.health_board(cfg);
         let table = std::rc::Rc::new(crate::health::HealthTable::with_board(
-            crate::health::HealthConfig::default(),
+            cfg.health.breaker.clone(),
             board,
             self.id,
         ));

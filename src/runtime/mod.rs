@@ -258,6 +258,7 @@ impl Shared {
             total(|c| c.bytes)
         );
         crate::pipeline::compress::render_stats(&mut s, &self.counters);
+        crate::pipeline::probe::render_stats(&mut s, self);
         s
     }
 }
@@ -463,6 +464,7 @@ async fn worker_main(
     let mut worker = Worker::new(id, shared.clone());
     worker.classifier = classifier.map(|l| l.into_handle());
     let worker = std::rc::Rc::new(worker);
+    monoio::spawn(crate::pipeline::probe::run(worker.clone()));
     while !shared.is_shutting_down() {
         match listener.accept().await {
             Ok((stream, _peer)) => {
