@@ -156,6 +156,10 @@ pub struct RawSecurity {
     /// it unscanned (`X-TierFlow-Security: UNSCANNED`); default 2000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_wait_ms: Option<u64>,
+    /// A directory whose `*.txt` rule files replace the embedded `patterns/` set (default: the
+    /// embedded set). Reloads rebuild the databases when its files change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patterns_dir: Option<PathBuf>,
 }
 
 /// The `security` section, resolved.
@@ -167,6 +171,8 @@ pub struct SecuritySettings {
     pub scan_system: bool,
     pub cache_dir: Option<PathBuf>,
     pub startup_wait_ms: u64,
+    /// Rule files replacing the embedded set (`None`: embedded).
+    pub patterns_dir: Option<PathBuf>,
 }
 
 impl Default for SecuritySettings {
@@ -177,6 +183,7 @@ impl Default for SecuritySettings {
             scan_system: false,
             cache_dir: None,
             startup_wait_ms: 2000,
+            patterns_dir: None,
         }
     }
 }
@@ -198,6 +205,13 @@ fn security_settings(raw: Option<&RawSecurity>) -> Result<SecuritySettings, Conf
     s.scan_system = r.scan_system.unwrap_or(false);
     s.cache_dir = r.cache_dir.clone();
     s.startup_wait_ms = r.startup_wait_ms.unwrap_or(2000);
+    s.patterns_dir = r.patterns_dir.clone();
+    if s.patterns_dir
+        .as_ref()
+        .is_some_and(|d| d.as_os_str().is_empty())
+    {
+        return Err(invalid("security.patterns_dir", "must not be empty"));
+    }
     Ok(s)
 }
 

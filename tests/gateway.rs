@@ -8,6 +8,8 @@ mod accounting;
 mod compression;
 #[path = "gateway_health_probe.rs"]
 mod health_probe;
+#[path = "gateway_patterns_reload.rs"]
+mod patterns_reload;
 mod resilience;
 mod security;
 mod service;

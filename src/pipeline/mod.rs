@@ -369,7 +369,7 @@ async fn chat(
     let screening = if sec.enabled {
         match worker.shared.security.wait(sec.startup_wait_ms).await {
             Some(s) => {
-                scanner = Some(s.clone());
+                let s = scanner.insert(s);
                 // Look for PII too when the request may reach a scrubbing provider: a request
                 // without any skips the JSON rewrite. Tool-call arguments are not in the message
                 // texts, so a body with any goes to the scrubber regardless.
