@@ -4,7 +4,8 @@
 //! the pipeline's compress stage (JSON parse + passes + re-serialise).
 //!
 //! Run: `nice -n 10 cargo bench --bench compress -- --warm-up-time 1 --measurement-time 3`
-//! (table only: `cargo bench --bench compress -- --table-only`).
+//! (table only: `cargo bench --bench compress -- --table-only`; one file before/after:
+//! `cargo bench --bench compress -- --show pytest_run.txt`).
 //! Latest: see README "Figures" (context compression) for the table and the machine.
 
 use std::hint::black_box;
@@ -195,8 +196,21 @@ fn bench(c: &mut Criterion) {
 criterion_group!(benches, bench);
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `--show FILE`: one corpus file before and after (every pass but comments), for spot checks.
+    if let Some(i) = args.iter().position(|a| a == "--show") {
+        let name = args.get(i + 1).cloned().unwrap_or_default();
+        for (n, text) in corpus().iter().filter(|(n, _)| *n == name) {
+            let (out, s) = compress(text, &CompressConfig::default(), &[]);
+            println!(
+                "=== {n} before ({} bytes)\n{text}\n=== after ({} bytes)\n{out}",
+                s.bytes_before, s.bytes_after
+            );
+        }
+        return;
+    }
     print_table(&corpus());
-    if std::env::args().any(|a| a == "--table-only") {
+    if args.iter().any(|a| a == "--table-only") {
         return;
     }
     benches();
