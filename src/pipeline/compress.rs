@@ -134,6 +134,15 @@ impl Walk<'_> {
             }
             serde_json::Value::Object(o) => {
                 for (k, x) in o.iter_mut() {
+                    // Tool-call records (OpenAI `arguments`, Anthropic `tool_use.input`) are the
+                    // model's own past calls, data for a tool: never rewritten, even where they
+                    // hold a `content` field (a file a tool wrote).
+                    if matches!(
+                        k.as_str(),
+                        "tool_calls" | "function_call" | "function" | "arguments" | "input"
+                    ) {
+                        continue;
+                    }
                     let t = matches!(k.as_str(), "content" | "text");
                     self.value(x, t);
                 }
@@ -238,6 +247,18 @@ mod tests {
         assert_eq!(out[1]["content"], "ok test a\n\n\nFAIL test b\n");
         assert_eq!(out[2]["content"][0]["text"], "ok test a\n\n\nFAIL test b\n");
         assert_eq!(out[2]["content"][1]["image_url"]["url"], "data:x\n\n\n\n\n");
+        // An Anthropic tool_use block's input (here a file a tool wrote) is never rewritten.
+        let m = json!([{"role": "assistant", "content": [
+            {"type": "tool_use", "id": "t1", "name": "write", "input": {"path": "a.py", "content": log}},
+            {"type": "text", "text": log}
+        ]}]);
+        let p2 = compress_messages(&serde_json::to_vec(&m).unwrap(), &all_passes(), None).unwrap();
+        let out2: serde_json::Value = serde_json::from_slice(&p2.messages).unwrap();
+        assert_eq!(out2[0]["content"][0]["input"]["content"], log);
+        assert_eq!(
+            out2[0]["content"][1]["text"],
+            "ok test a\n\n\nFAIL test b\n"
+        );
         assert_eq!(out[1]["tool_call_id"], "c1");
         let before = log.len() as u64 * 2;
         assert_eq!(

@@ -19,6 +19,9 @@ use super::Worker;
 
 /// How often a core with probing off looks whether a reload turned it on.
 const OFF_RECHECK_MS: u64 = 1_000;
+/// A probe waits for the response head at most max(interval, this), capped by the provider's
+/// own first-byte timeout.
+const PROBE_TIMEOUT_FLOOR_MS: u64 = 10_000;
 
 /// The probe loop of one core; returns when the gateway shuts down.
 pub async fn run(worker: Rc<Worker>) {
@@ -88,8 +91,8 @@ pub fn probe_body(cfg: &Config, target: usize, prompt: &str) -> Option<Vec<u8>> 
     }
 }
 
-/// One probe: `true` when the upstream answered with a head that is neither 429 nor 5xx within
-/// its first-byte timeout (the same rule as client traffic in `forward`). The connection is
+/// One probe: `true` when the upstream answered with a head that is neither 429 nor 5xx in time
+/// (the same rule as client traffic in `forward`). The connection is
 /// dropped with its body unread, never pooled.
 async fn probe_once(worker: &Worker, cfg: &Config, target: usize) -> bool {
     let Some(t) = cfg.targets.get(target) else {
@@ -114,7 +117,12 @@ async fn probe_once(worker: &Worker, cfg: &Config, target: usize) -> bool {
         max_idle: provider.pool_max_idle,
         idle_ms: provider.pool_idle_ms,
     };
-    match super::forward::try_once(worker, &ep, &mut wire, provider.first_byte_timeout_ms).await {
+    // A hanging upstream must not stall this core's probe round for the provider's full
+    // first-byte timeout (minutes for reasoning models); a minimal request answers fast.
+    let timeout_ms = provider
+        .first_byte_timeout_ms
+        .min(cfg.health.probe_interval_ms.max(PROBE_TIMEOUT_FLOOR_MS));
+    match super::forward::try_once(worker, &ep, &mut wire, timeout_ms).await {
         Ok((conn, head, _)) => {
             drop(conn);
             head.status != 429 && head.status < 500
