@@ -8,7 +8,9 @@
 //! `security.startup_wait_ms` (default 2000) for it, then is served unscanned and unscrubbed with
 //! `X-TierFlow-Security: UNSCANNED`, counted in /stats (`tierflow_security_verdicts_total`).
 //! If the scanner cannot be built at all (a bad pattern), requests are UNSCANNED too and the
-//! error is logged once at start.
+//! error is logged once at start. A reload rebuilds the scanner on the reloading thread when the
+//! rules changed (`security.patterns_dir` files, or the embedded set) and swaps it atomically; a
+//! rule that fails refuses the reload and the running scanner keeps serving.
 //!
 //! Nothing here logs prompt text, spans or placeholders.
 
