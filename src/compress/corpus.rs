@@ -148,7 +148,10 @@ fn corpus_meaning_checks() {
     // Frames fold; the distinct frames around them stay.
     let java = get("java_stackoverflow.md");
     let (out, _) = compress(java, &cfg, &[]);
-    assert!(out.contains("[… 39 identical frames]"), "{out}");
+    assert!(
+        out.contains("[… the 3 lines above repeated 39 more times]"),
+        "{out}"
+    );
     assert!(out.contains("ArrayListSpliterator.forEachRemaining"));
     // Comments inside code stay unless the pass is on.
     let review = get("code_review.md");

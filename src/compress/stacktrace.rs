@@ -1,7 +1,9 @@
 //! Pass 5: stack-trace folding. A unit of 1–6 lines that starts with a frame (Java/JS `at …`,
 //! Python `File "…"`, Ruby `from …`, gdb/PHP `#N …`) and repeats back to back is kept once and
-//! followed by `[… N identical frames]`; a long plain line repeated back to back in prose or
-//! log output becomes one line plus `[… N identical lines]`. Units holding a protected range stay.
+//! followed by `[… N identical frames]` (one-line unit) or `[… the K lines above repeated N more
+//! times]` (a unit of K lines, so the count stays exact); a long plain line repeated back to back
+//! in prose or log output becomes one line plus `[… N identical lines]`. Units holding a
+//! protected range stay.
 
 use super::{classify_lines, line_body, LineKind};
 
@@ -32,6 +34,15 @@ fn is_frame(body: &str) -> bool {
         return digits > 0 && rest[digits..].starts_with(' ');
     }
     false
+}
+
+/// What replaces `n` more repeats of a unit of `k` lines.
+fn marker(k: usize, n: usize, frame: bool) -> String {
+    match (k, frame) {
+        (1, true) => format!("[… {n} identical frames]"),
+        (1, false) => format!("[… {n} identical lines]"),
+        _ => format!("[… the {k} lines above repeated {n} more times]"),
+    }
 }
 
 fn indent_len(body: &str) -> usize {
@@ -88,7 +99,7 @@ pub fn fold(text: &str, min_repeats: usize, mark: Option<char>) -> Option<String
                 }
                 let unit_bytes: usize = unit.iter().map(|b| b.len() + 1).sum();
                 let saved = (reps - 1) * unit_bytes;
-                let marker_bytes = 24 + indent_len(bodies[i]);
+                let marker_bytes = marker(k, reps - 1, frame).len() + indent_len(bodies[i]) + 1;
                 if reps >= min_repeats && saved > best_saved && saved > marker_bytes {
                     best_saved = saved;
                     best = Some((k, reps, frame));
@@ -104,11 +115,9 @@ pub fn fold(text: &str, min_repeats: usize, mark: Option<char>) -> Option<String
                     out.push('\n');
                 }
                 let indent = &bodies[i][..bodies[i].len() - bodies[i].trim_start().len()];
-                let what = if frame { "frames" } else { "lines" };
-                let n = reps - 1;
                 let last = &lines[i + reps * k - 1].0;
                 out.push_str(indent);
-                out.push_str(&format!("[… {n} identical {what}]"));
+                out.push_str(&marker(k, reps - 1, frame));
                 if last.ends_with('\n') {
                     out.push('\n');
                 }
@@ -141,7 +150,7 @@ mod tests {
         );
         assert_eq!(
             f(&t),
-            "java.lang.StackOverflowError\n\tat com.acme.Tree.walk(Tree.java:42)\n\tat com.acme.Tree.visit(Tree.java:17)\n\t[… 49 identical frames]\n\tat com.acme.Main.main(Main.java:3)\n"
+            "java.lang.StackOverflowError\n\tat com.acme.Tree.walk(Tree.java:42)\n\tat com.acme.Tree.visit(Tree.java:17)\n\t[… the 2 lines above repeated 49 more times]\n\tat com.acme.Main.main(Main.java:3)\n"
         );
     }
 
@@ -151,7 +160,7 @@ mod tests {
         let t = format!("Traceback (most recent call last):\n{}RecursionError: maximum recursion depth exceeded\n", unit.repeat(4));
         assert_eq!(
             f(&t),
-            format!("Traceback (most recent call last):\n{unit}  [… 3 identical frames]\nRecursionError: maximum recursion depth exceeded\n")
+            format!("Traceback (most recent call last):\n{unit}  [… the 2 lines above repeated 3 more times]\nRecursionError: maximum recursion depth exceeded\n")
         );
     }
 
@@ -159,7 +168,10 @@ mod tests {
     fn pytest_short_frames() {
         let unit = "ledger/tree.py:41: in total\n    return sum(total(c) for c in node.children)\n";
         let t = unit.repeat(5);
-        assert_eq!(f(&t), format!("{unit}[… 4 identical frames]\n"));
+        assert_eq!(
+            f(&t),
+            format!("{unit}[… the 2 lines above repeated 4 more times]\n")
+        );
         assert!(is_frame("src/app.py:7: in <module>"));
         assert!(!is_frame("note: 12: in the morning"));
     }
