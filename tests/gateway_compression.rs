@@ -123,3 +123,45 @@ fn agent_traffic_is_compressed_and_reported_issue_6() {
     assert!(r.header("x-tierflow-compressed-tokens").is_none());
     assert!(r.json()["tierflow"].get("compression").is_none());
 }
+
+#[test]
+fn scrubbed_text_is_compressed_around_its_placeholders_issue_6() {
+    let m = mock::start(None);
+    // Defaults: compression on (ansi, whitespace, json); the mock provider scrubs PII.
+    let gw = Gateway::spawn_with(
+        &mock_config(m.addr, json!({})),
+        &[],
+        &[("TF_TEST_KEY", "sk-test-123")],
+    );
+    let email = format!("dana.lee{}@example.com", std::process::id());
+    let prompt = format!(
+        "Reply to {email}   \n\n\n\n\n\u{1b}[31mERROR\u{1b}[0m quota exceeded for {email}\n"
+    );
+    let r = chat(
+        gw.addr,
+        &json!({"model": "mock/echo", "messages": [{"role": "user", "content": prompt}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Upstream: placeholders instead of the address, escapes and blank lines gone.
+    let body = String::from_utf8(m.state.bodies.lock().unwrap().last().cloned().unwrap()).unwrap();
+    let sent = messages_of(body.as_bytes())[0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!body.contains(&email), "PII reached the upstream");
+    assert!(!sent.contains('\u{1b}'), "{sent:?}");
+    assert!(sent.starts_with("Reply to "), "{sent:?}");
+    assert!(
+        sent.contains("@redacted.example\n\n\nERROR quota exceeded for "),
+        "{sent:?}"
+    );
+    assert_eq!(sent.matches("@redacted.example").count(), 2, "{sent:?}");
+    // The echoed request comes back rehydrated: the placeholders survived compression intact.
+    let v = r.json();
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(content.matches(email.as_str()).count(), 2, "{content}");
+    assert_eq!(
+        v["tierflow"]["compression"]["passes"],
+        json!(["ansi", "whitespace"])
+    );
+}
