@@ -6,8 +6,11 @@
 #   cargo build --profile fast && bash bench/reload_soak.sh [target/fast/tierflow]
 #
 # Knobs: RELOADS [1000] CONNS [16] WORKERS [1] PORT [18890] MOCK_PORT [18891] SECURITY [on]
-#        EDIT_EVERY [0]: every Nth reload also rewrites the config (a route toggled), so half of
-#        the reloads swap in a different routing table; 0 = re-read the same file.
+#        EDIT_EVERY [2]: every Nth reload also changes something — a route toggled in the config
+#        and (with SECURITY=on) one extra rule file toggled in `security.patterns_dir` (a copy of
+#        patterns/), so those reloads swap in a new routing table AND rebuilt Hyperscan databases
+#        (both rule-set variants come from the compiled-database cache after their first compile;
+#        the cache lives in /tmp/tierflow-soak-cache so reruns start warm); 0 = same file.
 # Starts and stops only its own processes (by PID). Needs nginx, wrk, curl.
 set -euo pipefail
 
@@ -24,7 +27,10 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-mkdir -p "$DIR/logs" "$DIR/tmp"
+mkdir -p "$DIR/logs" "$DIR/tmp" "$DIR/patterns" /tmp/tierflow-soak-cache
+cp "$(dirname "$0")/../patterns/"*.txt "$DIR/patterns/"
+EXTRA_RULE='soak.extra | prompt_injection | warning | * | i | toggled by the soak | \bsoak-toggle-marker-[0-9]+\b'
+
 cat >"$DIR/mock.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -47,9 +53,10 @@ EOF
 nginx -c "$DIR/mock.conf" -p "$DIR" &
 PIDS+=($!)
 
-write_config() { # $1 = extra route on/off
+write_config() { # $1 = extra route and extra rule on/off
   local extra=""
   [ "$1" = on ] && extra=',"flow/extra": {"primary": "mock/m"}'
+  if [ "$1" = on ]; then echo "$EXTRA_RULE" >"$DIR/patterns/zz_soak.txt"; else rm -f "$DIR/patterns/zz_soak.txt"; fi
   local sec=true
   [ "$SECURITY" = on ] || sec=false
   cat >"$DIR/config.json" <<EOF
@@ -59,7 +66,7 @@ write_config() { # $1 = extra route on/off
  "routes": {"flow/base": {"primary": "mock/m"}$extra},
  "cache": {"enabled": false},
  "ledger": {"enabled": false},
- "security": {"enabled": $sec}}
+ "security": {"enabled": $sec, "patterns_dir": "$DIR/patterns", "cache_dir": "/tmp/tierflow-soak-cache"}}
 EOF
 }
 write_config off
@@ -68,7 +75,19 @@ GW=$!
 PIDS+=($GW)
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
 # Wait for the scanner so the start figure includes its databases.
-sleep 1
+for _ in $(seq 600); do
+  grep -q "scanner ready" "$DIR/logs/gateway.log" 2>/dev/null && break
+  [ "$SECURITY" = on ] || break
+  sleep 0.5
+done
+# Warm the compiled-database cache for the second rule-set variant (a cold compile is ~10 s of
+# CPU per variant), then go back to the first; both reloads happen before any measurement.
+if [ "$SECURITY" = on ] && [ "$EDIT_EVERY" -gt 0 ]; then
+  write_config on
+  curl -s -o /dev/null --max-time 300 -X POST "http://127.0.0.1:$PORT/reload-config"
+  write_config off
+  curl -s -o /dev/null --max-time 300 -X POST "http://127.0.0.1:$PORT/reload-config"
+fi
 
 cat >"$DIR/load.lua" <<'EOF'
 wrk.method = "POST"
@@ -97,7 +116,7 @@ for i in $(seq 1 "$RELOADS"); do
   if [ "$EDIT_EVERY" -gt 0 ] && [ $((i % EDIT_EVERY)) -eq 0 ]; then
     if [ $((i / EDIT_EVERY % 2)) -eq 0 ]; then write_config off; else write_config on; fi
   fi
-  code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$PORT/reload-config")
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 300 -X POST "http://127.0.0.1:$PORT/reload-config")
   [ "$code" = 200 ] || FAILED_RELOADS=$((FAILED_RELOADS + 1))
   [ "$i" -eq $((RELOADS / 2)) ] && RSS_MID=$(rss)
 done
@@ -111,3 +130,4 @@ echo "reloads=$RELOADS failed_reloads=$FAILED_RELOADS seconds=$(echo "$T1 - $T0"
 awk '/^SOAK/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] ~ /_us$/) { if (kv[2] > max[kv[1]]) max[kv[1]] = kv[2] } else sum[kv[1]] += kv[2] } runs++ }
      END { printf "load: %d wrk runs", runs; for (k in sum) printf " %s=%d", k, sum[k]; for (k in max) printf " worst_%s=%d", k, max[k]; print "" }' "$DIR/wrk.out"
 echo "rss_kb start=$RSS_START mid=${RSS_MID:-?} end=$RSS_END settled=$RSS_SETTLED"
+echo "pattern rebuilds logged: $(grep -c 'security rules rebuilt' "$DIR/logs/gateway.log" || true)"
