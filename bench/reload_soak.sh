@@ -111,6 +111,7 @@ PIDS+=($WRK)
 sleep 1
 RSS_START=$(rss)
 FAILED_RELOADS=0
+SERIES=""
 T0=$(date +%s.%N)
 for i in $(seq 1 "$RELOADS"); do
   if [ "$EDIT_EVERY" -gt 0 ] && [ $((i % EDIT_EVERY)) -eq 0 ]; then
@@ -119,6 +120,7 @@ for i in $(seq 1 "$RELOADS"); do
   code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 300 -X POST "http://127.0.0.1:$PORT/reload-config")
   [ "$code" = 200 ] || FAILED_RELOADS=$((FAILED_RELOADS + 1))
   [ "$i" -eq $((RELOADS / 2)) ] && RSS_MID=$(rss)
+  [ $((i % (RELOADS / 10 > 0 ? RELOADS / 10 : 1))) -eq 0 ] && SERIES="$SERIES $(rss)"
 done
 T1=$(date +%s.%N)
 RSS_END=$(rss)
@@ -130,4 +132,5 @@ echo "reloads=$RELOADS failed_reloads=$FAILED_RELOADS seconds=$(echo "$T1 - $T0"
 awk '/^SOAK/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] ~ /_us$/) { if (kv[2] > max[kv[1]]) max[kv[1]] = kv[2] } else sum[kv[1]] += kv[2] } runs++ }
      END { printf "load: %d wrk runs", runs; for (k in sum) printf " %s=%d", k, sum[k]; for (k in max) printf " worst_%s=%d", k, max[k]; print "" }' "$DIR/wrk.out"
 echo "rss_kb start=$RSS_START mid=${RSS_MID:-?} end=$RSS_END settled=$RSS_SETTLED"
+echo "rss_kb every $((RELOADS / 10)) reloads:$SERIES"
 echo "pattern rebuilds logged: $(grep -c 'security rules rebuilt' "$DIR/logs/gateway.log" || true)"
