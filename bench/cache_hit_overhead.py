@@ -66,9 +66,10 @@ http {{ access_log off; client_body_temp_path {d}/tmp; keepalive_requests 100000
         }
         with open(os.path.join(d, "config.json"), "w") as f:
             json.dump(cfg, f)
-        env = dict(os.environ, HOME=d)
+        env = dict(os.environ, HOME=d, XDG_CACHE_HOME="/tmp/tierflow-bench-cache")
+        log = open(os.path.join(d, "gateway.log"), "w")
         procs.append(subprocess.Popen([BIN, "--config", f"{d}/config.json", "--port", str(PORT)],
-                                      env=env, stderr=subprocess.DEVNULL))
+                                      env=env, stderr=log))
         for _ in range(100):
             try:
                 c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=2)
@@ -77,7 +78,12 @@ http {{ access_log off; client_body_temp_path {d}/tmp; keepalive_requests 100000
                 break
             except OSError:
                 time.sleep(0.1)
-        time.sleep(1.0)  # scanner load
+        # Wait for the scanner (a first run compiles it into /tmp/tierflow-bench-cache, ~10 s):
+        # until then requests are UNSCANNED, and those are never cached.
+        for _ in range(1200):
+            if not SECURITY or "scanner ready" in open(os.path.join(d, "gateway.log")).read():
+                break
+            time.sleep(0.1)
         print(f"cache-hit gateway time (X-TierFlow-Overhead-Us), {N} requests per mode, "
               f"security {'on' if SECURITY else 'off'}, 1 worker")
         for mode, model, stream in (("json", "tier-1", False), ("sse", "flow/stream", True)):
