@@ -6,7 +6,11 @@
 //! Run: `nice -n 10 cargo bench --bench compress -- --warm-up-time 1 --measurement-time 3`
 //! (table only: `cargo bench --bench compress -- --table-only`; one file before/after:
 //! `cargo bench --bench compress -- --show pytest_run.txt`).
-//! Latest: see README "Figures" (context compression) for the table and the machine.
+//! Latest (2026-11-23, 2-core VM, load average ~5 from other builds, `--profile fast`): savings on
+//! the 38.6 KB corpus 14.0% with the gateway's default passes, 56.4% with all but comments, 58.0%
+//! with every pass; whole corpus 172 µs (default passes) / 320 µs (all but comments); the pipeline
+//! stage on the corpus as one `messages` array 509 µs; a short question skipped in 26 ns. Full table
+//! and spot check: README "Figures".
 
 use std::hint::black_box;
 use std::path::PathBuf;
