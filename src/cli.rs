@@ -351,20 +351,30 @@ fn serve(config: Config, config_path: Option<PathBuf>, overrides: Overrides) -> 
     let do_reload = move || -> Result<String, String> {
         let _serial = reload_lock.lock().unwrap_or_else(|e| e.into_inner());
         crate::runtime::notify::reloading();
-        let result = match load_config(config_path.as_deref(), &overrides) {
-            Ok(c) => {
+        // The pattern databases are rebuilt here too (off the worker cores) when the rules
+        // changed; a rule that does not parse or compile refuses the whole reload.
+        let loaded = load_config(config_path.as_deref(), &overrides).and_then(|c| {
+            let scanner = reload_shared.security.rebuild(&c.security)?;
+            Ok((c, scanner))
+        });
+        let result = match loaded {
+            Ok((c, scanner)) => {
                 if let Err(e) = reload_shared.accounting.reload(&c) {
                     crate::log::error(
                         "key reload failed; the previous keys stay in force",
                         &[("error", &e)],
                     );
                 }
-                let summary = format!(
+                let mut summary = format!(
                     "{} providers, {} targets, {} routes",
                     c.providers.len(),
                     c.targets.len(),
                     c.routes.len()
                 );
+                if let Some(s) = scanner {
+                    summary.push_str(&format!(", {} security rules rebuilt", s.rule_count()));
+                    reload_shared.security.install(s);
+                }
                 reload_shared.config.store(Arc::new(c));
                 crate::log::info("configuration reloaded", &[("summary", &summary)]);
                 Ok(summary)

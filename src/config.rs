@@ -126,6 +126,14 @@ pub struct RawConfig {
     /// The security scanner (prompt-injection verdicts, PII scrubbing). Default: on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<RawSecurity>,
+    /// CtxPack context compression of message text (`crate::compress::settings`). Default: on,
+    /// passes `ansi`, `whitespace`, `json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<crate::compress::settings::RawCompression>,
+    /// Circuit-breaker tunables and the background probe of idle upstreams (`crate::health`).
+    /// Default: breaker defaults, no probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::RawHealth>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -148,6 +156,10 @@ pub struct RawSecurity {
     /// it unscanned (`X-TierFlow-Security: UNSCANNED`); default 2000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_wait_ms: Option<u64>,
+    /// A directory whose `*.txt` rule files replace the embedded `patterns/` set (default: the
+    /// embedded set). Reloads rebuild the databases when its files change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patterns_dir: Option<PathBuf>,
 }
 
 /// The `security` section, resolved.
@@ -159,6 +171,8 @@ pub struct SecuritySettings {
     pub scan_system: bool,
     pub cache_dir: Option<PathBuf>,
     pub startup_wait_ms: u64,
+    /// Rule files replacing the embedded set (`None`: embedded).
+    pub patterns_dir: Option<PathBuf>,
 }
 
 impl Default for SecuritySettings {
@@ -169,6 +183,7 @@ impl Default for SecuritySettings {
             scan_system: false,
             cache_dir: None,
             startup_wait_ms: 2000,
+            patterns_dir: None,
         }
     }
 }
@@ -190,6 +205,13 @@ fn security_settings(raw: Option<&RawSecurity>) -> Result<SecuritySettings, Conf
     s.scan_system = r.scan_system.unwrap_or(false);
     s.cache_dir = r.cache_dir.clone();
     s.startup_wait_ms = r.startup_wait_ms.unwrap_or(2000);
+    s.patterns_dir = r.patterns_dir.clone();
+    if s.patterns_dir
+        .as_ref()
+        .is_some_and(|d| d.as_os_str().is_empty())
+    {
+        return Err(invalid("security.patterns_dir", "must not be empty"));
+    }
     Ok(s)
 }
 
@@ -510,6 +532,10 @@ pub struct Config {
     /// Redis (connect, command) timeouts, ms, when set in the file.
     pub redis_timeouts_ms: (Option<u64>, Option<u64>),
     pub security: SecuritySettings,
+    /// Which compression passes run for which category.
+    pub compression: crate::compress::settings::CompressionSettings,
+    /// Breaker tunables and the background probe.
+    pub health: crate::health::HealthSettings,
     /// Where it came from (`embedded default` or a path), for logs.
     pub source: String,
     /// The raw form, kept for `GET /config` (secrets redacted there).
@@ -674,6 +700,13 @@ impl Config {
             redis_url: None,
             redis_timeouts_ms: (None, None),
             security: security_settings(raw.security.as_ref())?,
+            compression: crate::compress::settings::CompressionSettings::resolve(
+                raw.compression.as_ref(),
+                &CATEGORIES,
+            )
+            .map_err(|e| invalid(e.key, e.message))?,
+            health: crate::health::HealthSettings::resolve(raw.health.as_ref())
+                .map_err(|(k, m)| invalid(k, m))?,
             source,
             raw: RawConfig::default(),
         };

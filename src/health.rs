@@ -110,6 +110,8 @@ struct Upstream {
     probes_in_flight: u32,
     last_probe_ms: u64,
     probe_successes: u32,
+    /// When a client request last got an outcome here (background probes do not count).
+    last_traffic_ms: u64,
 }
 
 /// The compact record a core publishes for one target; other cores read it without locks.
@@ -121,6 +123,7 @@ pub struct UpstreamHealth {
     error_ewma_ppm: AtomicU32,
     state: AtomicU8,
     samples: AtomicU32,
+    last_traffic_ms: AtomicU64,
 }
 
 /// A plain copy of an `UpstreamHealth`.
@@ -130,6 +133,8 @@ pub struct HealthSnapshot {
     pub error_ewma_ppm: u32,
     pub state: CircuitState,
     pub samples: u32,
+    /// When a client request last got an outcome (ms since the epoch; 0 never).
+    pub last_traffic_ms: u64,
 }
 
 impl UpstreamHealth {
@@ -139,6 +144,7 @@ impl UpstreamHealth {
             error_ewma_ppm: self.error_ewma_ppm.load(Ordering::Relaxed),
             state: CircuitState::from_u8(self.state.load(Ordering::Relaxed)),
             samples: self.samples.load(Ordering::Relaxed),
+            last_traffic_ms: self.last_traffic_ms.load(Ordering::Relaxed),
         }
     }
 
@@ -148,6 +154,8 @@ impl UpstreamHealth {
             .store(s.error_ewma_ppm, Ordering::Relaxed);
         self.state.store(s.state as u8, Ordering::Relaxed);
         self.samples.store(s.samples, Ordering::Relaxed);
+        self.last_traffic_ms
+            .store(s.last_traffic_ms, Ordering::Relaxed);
     }
 }
 
@@ -199,6 +207,15 @@ impl SharedHealth {
             return None;
         }
         self.slots.get(core * self.targets + target)
+    }
+
+    /// When any core last saw client traffic to `target` (0: never).
+    pub fn last_traffic_ms(&self, target: usize) -> u64 {
+        (0..self.cores)
+            .filter_map(|core| self.slot(core, target))
+            .map(|s| s.last_traffic_ms.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Merges the rows of every core except `exclude_core` for `target` (for /stats, pass `None`).
@@ -303,9 +320,22 @@ impl HealthTable {
     /// Records the outcome of one attempt. `ttfb_us` is only folded into the average when `ok`
     /// (a refused connection answers fast and would look healthy). Unknown ids grow the table.
     pub fn record(&self, target: usize, ttfb_us: u64, ok: bool, now_ms: u64) {
+        self.record_outcome(target, ttfb_us, ok, now_ms, true);
+    }
+
+    /// `record` for a background probe: the same breaker and averages, but the target still
+    /// counts as idle (`last_traffic_ms` unchanged), so the prober keeps probing it.
+    pub fn record_probe(&self, target: usize, ttfb_us: u64, ok: bool, now_ms: u64) {
+        self.record_outcome(target, ttfb_us, ok, now_ms, false);
+    }
+
+    fn record_outcome(&self, target: usize, ttfb_us: u64, ok: bool, now_ms: u64, traffic: bool) {
         let cfg = &self.cfg;
         let window = cfg.window_requests.clamp(1, 64);
         self.with_upstream(target, |u| {
+            if traffic {
+                u.last_traffic_ms = u.last_traffic_ms.max(now_ms);
+            }
             if ok {
                 if u.samples == 0 {
                     u.ewma_ttfb_us = ttfb_us as f64;
@@ -526,6 +556,7 @@ fn snapshot_of(u: &Upstream) -> HealthSnapshot {
         error_ewma_ppm: (u.error_ewma.clamp(0.0, 1.0) * 1e6).round() as u32,
         state: u.state,
         samples: u.samples,
+        last_traffic_ms: u.last_traffic_ms,
     }
 }
 
@@ -627,9 +658,128 @@ pub fn order_chain(
     order
 }
 
+/// `"health": {...}` as written. Defaults: no background probe; the breaker's defaults
+/// (`HealthConfig::default`).
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// Every this long, each upstream target that got no client traffic in that time is sent
+    /// one minimal real request (`max_tokens: 1`), whose outcome feeds its circuit breaker.
+    /// 0 (default) = off: probes are billed by paid providers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_interval_ms: Option<u64>,
+    /// The probe's prompt (default "Reply with the single word: ok").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_prompt: Option<String>,
+    /// Consecutive failures that open a circuit (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures_to_open: Option<u32>,
+    /// How long an open circuit waits before a probe may close it (default 5000; doubles on
+    /// each re-open up to 60 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cool_down_ms: Option<u64>,
+}
+
+/// The resolved `health` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSettings {
+    /// 0: no background probe.
+    pub probe_interval_ms: u64,
+    pub probe_prompt: String,
+    pub breaker: HealthConfig,
+}
+
+/// The default probe prompt: tiny, and answerable by any model.
+pub const DEFAULT_PROBE_PROMPT: &str = "Reply with the single word: ok";
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        HealthSettings {
+            probe_interval_ms: 0,
+            probe_prompt: DEFAULT_PROBE_PROMPT.to_string(),
+            breaker: HealthConfig::default(),
+        }
+    }
+}
+
+impl HealthSettings {
+    /// Resolves the raw section; `Err((dotted key, reason))`.
+    pub fn resolve(raw: Option<&RawHealth>) -> Result<HealthSettings, (String, String)> {
+        let mut s = HealthSettings::default();
+        let Some(r) = raw else { return Ok(s) };
+        s.probe_interval_ms = r.probe_interval_ms.unwrap_or(0);
+        if s.probe_interval_ms != 0 && s.probe_interval_ms < 100 {
+            return Err((
+                "health.probe_interval_ms".into(),
+                "must be 0 (off) or at least 100".into(),
+            ));
+        }
+        if let Some(p) = &r.probe_prompt {
+            if p.is_empty() || p.len() > 4096 {
+                return Err((
+                    "health.probe_prompt".into(),
+                    "must be 1 to 4096 bytes".into(),
+                ));
+            }
+            s.probe_prompt = p.clone();
+        }
+        if let Some(n) = r.consecutive_failures_to_open {
+            if n == 0 {
+                return Err((
+                    "health.consecutive_failures_to_open".into(),
+                    "must be at least 1".into(),
+                ));
+            }
+            s.breaker.consecutive_failures_to_open = n;
+        }
+        if let Some(ms) = r.cool_down_ms {
+            s.breaker.cool_down_ms = ms;
+            s.breaker.max_cool_down_ms = s.breaker.max_cool_down_ms.max(ms);
+        }
+        Ok(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probes_feed_the_breaker_but_leave_the_target_idle() {
+        let board = SharedHealth::new(2, 3);
+        let t = HealthTable::with_board(cfg(), board.clone(), 1);
+        t.record(2, 1_000, true, 500);
+        assert_eq!(board.last_traffic_ms(2), 500);
+        for i in 0..5 {
+            t.record_probe(2, 0, false, 1_000 + i);
+        }
+        assert_eq!(t.state(2), CircuitState::Open);
+        assert_eq!(board.last_traffic_ms(2), 500, "probes are not traffic");
+        assert_eq!(board.peers(2, None).open_cores, 1);
+        assert_eq!(board.last_traffic_ms(0), 0);
+    }
+
+    #[test]
+    fn health_settings_resolve() {
+        assert_eq!(
+            HealthSettings::resolve(None).unwrap(),
+            HealthSettings::default()
+        );
+        let raw: RawHealth = serde_json::from_str(
+            r#"{"probe_interval_ms": 250, "consecutive_failures_to_open": 2, "cool_down_ms": 90000}"#,
+        )
+        .unwrap();
+        let s = HealthSettings::resolve(Some(&raw)).unwrap();
+        assert_eq!(s.probe_interval_ms, 250);
+        assert_eq!(s.breaker.consecutive_failures_to_open, 2);
+        assert_eq!(s.breaker.max_cool_down_ms, 90_000);
+        let raw: RawHealth = serde_json::from_str(r#"{"probe_interval_ms": 5}"#).unwrap();
+        assert_eq!(
+            HealthSettings::resolve(Some(&raw)).unwrap_err().0,
+            "health.probe_interval_ms"
+        );
+        assert!(serde_json::from_str::<RawHealth>(r#"{"probe_interval_s": 5}"#).is_err());
+    }
 
     fn cfg() -> HealthConfig {
         HealthConfig::default()

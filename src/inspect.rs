@@ -182,7 +182,7 @@ pub fn run(cfg: &Config) -> i32 {
         .cache_dir
         .clone()
         .or_else(crate::config::default_cache_dir);
-    let scanner = match security::load_scanner(dir) {
+    let scanner = match security::load_scanner_from(cfg.security.patterns_dir.as_deref(), dir) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("tierflow: scanner: {e}");

@@ -19,11 +19,14 @@
 //! optionally shared through Redis) and `stats` (per-core counters, Prometheus text) — is driven
 //! by the pipeline's `account` stage and the `keys`/`usage` commands. The security `scanner`
 //! (Hyperscan rules, PII vault) is driven by the pipeline's `security` stage and `inspect`.
+//! Context compression (`compress`, CtxPack: lossless-in-meaning passes over message text) is
+//! driven by the pipeline's `compress` stage, after PII scrubbing and before forwarding.
 
 pub mod api;
 pub mod cache;
 pub mod classifier;
 pub mod cli;
+pub mod compress;
 pub mod config;
 pub mod dashboard;
 pub mod error;

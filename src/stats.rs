@@ -464,7 +464,7 @@ pub struct Scrape<'a> {
 }
 
 /// Escapes a label value: backslash, double quote and line feed.
-fn escape_label(v: &str, out: &mut String) {
+pub fn escape_label(v: &str, out: &mut String) {
     for c in v.chars() {
         match c {
             '\\' => out.push_str("\\\\"),

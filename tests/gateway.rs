@@ -8,6 +8,12 @@ mod accounting;
 mod dashboard;
 #[path = "gateway_ledger_errors.rs"]
 mod ledger_errors;
+#[path = "gateway_compression.rs"]
+mod compression;
+#[path = "gateway_health_probe.rs"]
+mod health_probe;
+#[path = "gateway_patterns_reload.rs"]
+mod patterns_reload;
 mod resilience;
 mod security;
 mod service;

@@ -363,6 +363,15 @@ pub struct WorkerCounters {
     pub pool_idle: [Counter; TRACKED_PROVIDERS],
     /// 1 when the last attempt this core made at the provider failed.
     pub failing: [Counter; TRACKED_PROVIDERS],
+    /// Message-text bytes removed by each compression pass (`compress::Pass::index`), and the
+    /// token estimate of all of them, on the text actually sent upstream.
+    pub compression_saved_bytes: [Counter; 6],
+    pub compression_saved_tokens: Counter,
+    /// Requests whose text compression shrank.
+    pub compressed_requests: Counter,
+    /// Background probes of idle upstreams (`probe`), by result.
+    pub probes_ok: Counter,
+    pub probes_failed: Counter,
 }
 
 /// Providers with per-upstream gauges in /stats (configs rarely have more).
@@ -375,6 +384,16 @@ impl WorkerCounters {
 
     pub fn provider_failing(&self, i: usize) -> bool {
         self.failing.get(i).is_some_and(|c| c.get() != 0)
+    }
+
+    pub fn count_compression(&self, saved: &super::compress::Saved) {
+        self.compressed_requests.inc();
+        self.compression_saved_tokens.add(saved.tokens);
+        for p in crate::compress::Pass::ALL {
+            if let Some(c) = self.compression_saved_bytes.get(p.index()) {
+                c.add(saved.per_pass.get(p) as u64);
+            }
+        }
     }
 
     pub fn count_status(&self, status: u16) {
@@ -404,6 +423,8 @@ pub struct RouteMeta {
     pub usage: Option<Usage>,
     /// ~4 bytes per token over the request text; used when a stream ends without usage.
     pub prompt_tokens_estimate: u64,
+    /// What context compression saved on the text sent upstream (`None`: nothing).
+    pub compression: Option<super::compress::Saved>,
     /// `X-Cache` value: `HIT` or `MISS`.
     pub cache_status: &'static str,
     /// Set by the chat path when the answer may be stored; the relay then records it here.
@@ -468,6 +489,20 @@ impl RouteMeta {
                 );
             }
             None => out.push_str(",\"saved_vs_flagship\":null"),
+        }
+        if let Some(c) = &self.compression {
+            let _ = write!(
+                out,
+                ",\"compression\":{{\"saved_tokens\":{},\"saved_bytes\":{},\"passes\":[",
+                c.tokens, c.bytes
+            );
+            for (i, p) in c.passes().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_json_str(out, p.as_str());
+            }
+            out.push_str("]}");
         }
         out.push('}');
     }
@@ -542,6 +577,7 @@ mod tests {
             saved_vs_flagship: None,
             usage: None,
             prompt_tokens_estimate: 0,
+            compression: None,
             cache_status: "MISS",
             cache_capture: false,
             captured: None,

@@ -319,7 +319,7 @@ fn health_order(
 
 /// One target: checkout, send, read the head. A reused connection that turns out dead is replaced
 /// by a fresh one once.
-async fn try_once(
+pub(crate) async fn try_once(
     worker: &Worker,
     ep: &Endpoint<'_>,
     wire: &mut Vec<u8>,

@@ -3,6 +3,7 @@
 //! 1. `accept`  — the downstream connection: heads, bodies, keep-alive, limits, dispatch
 //! 2. `parse`   — the JSON body in place (simd-json), validated, plus a map of its original bytes
 //! 3. `route`   — model name / tier / route / prefix / classifier → a chain of upstream targets
+//!    (`security` screens and scrubs, `compress` packs the message text, before forwarding)
 //! 4. `forward` — pooled upstream connections, failover before the first byte
 //! 5. `relay`   — JSON or SSE back to the client, routing metadata added
 //! 6. `account` — the metadata object, cost, per-core counters, the usage record
@@ -18,10 +19,12 @@
 
 pub mod accept;
 pub mod account;
+pub mod compress;
 pub mod early;
 pub mod forward;
 pub mod messages;
 pub mod parse;
+pub mod probe;
 pub mod relay;
 pub mod route;
 pub mod security;
@@ -114,7 +117,7 @@ impl Worker {
         }
         let board = self.shared.health_board(cfg);
         let table = std::rc::Rc::new(crate::health::HealthTable::with_board(
-            crate::health::HealthConfig::default(),
+            cfg.health.breaker.clone(),
             board,
             self.id,
         ));
@@ -367,7 +370,7 @@ async fn chat(
     let screening = if sec.enabled {
         match worker.shared.security.wait(sec.startup_wait_ms).await {
             Some(s) => {
-                scanner = Some(s.clone());
+                let s = scanner.insert(s);
                 // Look for PII too when the request may reach a scrubbing provider: a request
                 // without any skips the JSON rewrite. Tool-call arguments are not in the message
                 // texts, so a body with any goes to the scrubber regardless.
@@ -534,6 +537,7 @@ async fn chat(
                 saved_vs_flagship: None,
                 usage: None,
                 prompt_tokens_estimate: 0,
+                compression: None,
                 cache_status: "HIT",
                 cache_capture: false,
                 captured: None,
@@ -608,6 +612,26 @@ async fn chat(
                 .map(|(b, _)| b);
         }
     }
+    // Compression: each variant above loses what the model does not need (placeholders kept).
+    let packed = match cfg.compression.for_category(decision.category) {
+        Some(cc) => {
+            let inputs = compress::Inputs {
+                plain: messages_override
+                    .as_deref()
+                    .or_else(|| security::messages_member(body, &members)),
+                pii: pii_messages.as_ref().map(|(b, _)| b.as_slice()),
+                anthropic_plain: match (&inbound, &anthropic_members) {
+                    (Some(i), Some(m)) => anthropic_override
+                        .as_deref()
+                        .or_else(|| security::messages_member(i.original, m)),
+                    _ => None,
+                },
+                anthropic_pii: anthropic_pii.as_deref(),
+            };
+            compress::pack(cc, &inputs, vault.as_ref())
+        }
+        None => compress::Variants::default(),
+    };
     let prompt_bytes: usize = req.messages.iter().map(|m| m.text.len()).sum();
     let client_wants_usage = req.include_usage;
     let stream_requested = req.stream;
@@ -618,14 +642,30 @@ async fn chat(
         original: body,
         members: &members,
         stream: stream_requested,
-        messages_override: messages_override.as_deref(),
-        pii_messages: pii_messages.as_ref().map(|(b, _)| b.as_slice()),
+        messages_override: packed
+            .plain
+            .as_ref()
+            .map(|p| p.messages.as_slice())
+            .or(messages_override.as_deref()),
+        pii_messages: packed
+            .pii
+            .as_ref()
+            .map(|p| p.messages.as_slice())
+            .or(pii_messages.as_ref().map(|(b, _)| b.as_slice())),
         anthropic_original: match (&inbound, &anthropic_members) {
             (Some(i), Some(m)) => Some(AnthropicOriginal {
                 body: i.original,
                 members: m,
-                messages_override: anthropic_override.as_deref(),
-                pii_messages: anthropic_pii.as_deref(),
+                messages_override: packed
+                    .anthropic_plain
+                    .as_ref()
+                    .map(|p| p.messages.as_slice())
+                    .or(anthropic_override.as_deref()),
+                pii_messages: packed
+                    .anthropic_pii
+                    .as_ref()
+                    .map(|p| p.messages.as_slice())
+                    .or(anthropic_pii.as_deref()),
             }),
             _ => None,
         },
@@ -651,6 +691,12 @@ async fn chat(
         0
     };
     let vault_used = if scrubbed { vault.as_ref() } else { None };
+    let anthropic_body =
+        inbound.is_some() && cfg.providers[target.provider(&cfg)].dialect == Dialect::Anthropic;
+    let compression = packed.sent(anthropic_body, scrubbed);
+    if let Some(c) = &compression {
+        worker.counters.count_compression(c);
+    }
     let dialects = match (&inbound, cfg.providers[target.provider(&cfg)].dialect) {
         (None, Dialect::OpenAi) => Dialects::OpenAi,
         (None, Dialect::Anthropic) => Dialects::AnthropicUpstream {
@@ -680,7 +726,10 @@ async fn chat(
         estimated_cost_usd: None,
         saved_vs_flagship: None,
         usage: None,
-        prompt_tokens_estimate: (prompt_bytes as u64).div_ceil(4),
+        prompt_tokens_estimate: (prompt_bytes as u64)
+            .div_ceil(4)
+            .saturating_sub(compression.map_or(0, |c| c.tokens)),
+        compression,
         cache_status: "MISS",
         cache_capture: cache_key.is_some() && fwd.head.status == 200,
         captured: None,

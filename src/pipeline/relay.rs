@@ -151,6 +151,9 @@ fn write_meta_headers(out: &mut Vec<u8>, meta: &RouteMeta, overhead_us: u64) {
     if !meta.fallbacks.is_empty() {
         response::header_num(out, "X-TierFlow-Fallbacks", meta.fallbacks.len() as u64);
     }
+    if let Some(c) = &meta.compression {
+        response::header_num(out, "X-TierFlow-Compressed-Tokens", c.tokens);
+    }
     response::header_num(out, "X-TierFlow-Overhead-Us", overhead_us);
 }
 

@@ -8,7 +8,9 @@
 //! `security.startup_wait_ms` (default 2000) for it, then is served unscanned and unscrubbed with
 //! `X-TierFlow-Security: UNSCANNED`, counted in /stats (`tierflow_security_verdicts_total`).
 //! If the scanner cannot be built at all (a bad pattern), requests are UNSCANNED too and the
-//! error is logged once at start.
+//! error is logged once at start. A reload rebuilds the scanner on the reloading thread when the
+//! rules changed (`security.patterns_dir` files, or the embedded set) and swaps it atomically; a
+//! rule that fails refuses the reload and the running scanner keeps serving.
 //!
 //! Nothing here logs prompt text, spans or placeholders.
 
@@ -25,74 +27,138 @@ use crate::scanner::{
 
 use super::parse::MessageText;
 
-/// The process's scanner, filled by the loader thread.
+/// The process's scanner: loaded by a background thread at start, replaced by `rebuild` when a
+/// reload changes the rules (swapped atomically; a request keeps the `Arc` it started with).
 pub struct SecurityEngine {
-    cell: OnceLock<Result<Arc<Scanner>, String>>,
+    current: arc_swap::ArcSwapOption<Scanner>,
+    /// Set when the start-up load has finished: `None` on success, else why it failed.
+    started: OnceLock<Option<String>>,
 }
 
 impl SecurityEngine {
     /// A disabled engine, or one whose scanner loads on a background thread.
     pub fn start(settings: &SecuritySettings) -> Arc<SecurityEngine> {
         let engine = Arc::new(SecurityEngine {
-            cell: OnceLock::new(),
+            current: arc_swap::ArcSwapOption::empty(),
+            started: OnceLock::new(),
         });
         if !settings.enabled {
-            // Enabled later by a reload: requests are UNSCANNED until a restart (no waiting).
+            // A reload that enables security builds the scanner then (`rebuild`).
             let _ = engine
-                .cell
-                .set(Err("security was disabled at start".into()));
+                .started
+                .set(Some("security was disabled at start".into()));
             return engine;
         }
-        let dir = settings
-            .cache_dir
-            .clone()
-            .or_else(crate::config::default_cache_dir);
+        let dir = scanner_cache_dir(settings);
+        let patterns = settings.patterns_dir.clone();
         let e2 = engine.clone();
         let spawned = std::thread::Builder::new()
             .name("tierflow-scanner".into())
             .spawn(move || {
-                let r = load_scanner(dir);
-                let _ = e2.cell.set(r);
+                let r = load_scanner_from(patterns.as_deref(), dir);
+                let failed = match r {
+                    Ok(s) => {
+                        // A reload that finished first installed a newer scanner: keep it.
+                        e2.current
+                            .rcu(|cur| cur.clone().or_else(|| Some(s.clone())));
+                        None
+                    }
+                    Err(e) => Some(e),
+                };
+                let _ = e2.started.set(failed);
             });
         if let Err(e) = spawned {
             let _ = engine
-                .cell
-                .set(Err(format!("cannot start the scanner thread: {e}")));
+                .started
+                .set(Some(format!("cannot start the scanner thread: {e}")));
         }
         engine
     }
 
     /// An engine with a scanner ready now (tests, `inspect`).
     pub fn ready(scanner: Arc<Scanner>) -> Arc<SecurityEngine> {
-        let cell = OnceLock::new();
-        let _ = cell.set(Ok(scanner));
-        Arc::new(SecurityEngine { cell })
+        let started = OnceLock::new();
+        let _ = started.set(None);
+        Arc::new(SecurityEngine {
+            current: arc_swap::ArcSwapOption::new(Some(scanner)),
+            started,
+        })
     }
 
-    /// The scanner if it is loaded.
-    pub fn get(&self) -> Option<&Arc<Scanner>> {
-        self.cell.get().and_then(|r| r.as_ref().ok())
+    /// The current scanner, if one is loaded.
+    pub fn get(&self) -> Option<Arc<Scanner>> {
+        self.current.load_full()
     }
 
-    /// Whether loading is still under way.
+    /// Whether the start-up load is still under way.
     pub fn loading(&self) -> bool {
-        self.cell.get().is_none()
+        self.started.get().is_none()
     }
 
     /// The scanner, waiting (asynchronously, on this core's timer) up to `wait_ms` for the loader.
-    pub async fn wait(&self, wait_ms: u64) -> Option<&Arc<Scanner>> {
+    pub async fn wait(&self, wait_ms: u64) -> Option<Arc<Scanner>> {
         let deadline = Instant::now() + Duration::from_millis(wait_ms);
         while self.loading() && Instant::now() < deadline {
             monoio::time::sleep(Duration::from_millis(5)).await;
         }
         self.get()
     }
+
+    /// For a reload, on the reloading thread (never a worker core): the scanner `settings` ask
+    /// for, built (from the compiled-database cache when it can) only when its rules differ from
+    /// the running scanner's. `Ok(None)`: nothing to swap (same rules, or security off).
+    /// `Err(reason)`: a rule file is unreadable, malformed or does not compile; the running
+    /// scanner keeps serving. Call `install` with the result once the whole reload is accepted.
+    pub fn rebuild(&self, settings: &SecuritySettings) -> Result<Option<Arc<Scanner>>, String> {
+        if !settings.enabled {
+            return Ok(None);
+        }
+        let rules = match &settings.patterns_dir {
+            Some(d) => crate::scanner::rules::load_dir(d),
+            None => crate::scanner::rules::load_embedded(),
+        }
+        .map_err(|e| format!("security patterns: {e}"))?;
+        let key = crate::scanner::cache::key(&rules);
+        if self.get().is_some_and(|s| s.rules_key() == key) {
+            return Ok(None);
+        }
+        drop(rules);
+        load_scanner_from(
+            settings.patterns_dir.as_deref(),
+            scanner_cache_dir(settings),
+        )
+        .map(Some)
+        .map_err(|e| format!("security patterns: {e}"))
+    }
+
+    /// Swaps in a scanner built by `rebuild`; requests already scanning keep the old one.
+    pub fn install(&self, scanner: Arc<Scanner>) {
+        self.current.store(Some(scanner));
+        let _ = self.started.set(None);
+    }
+}
+
+/// Where compiled databases are cached for `settings`.
+fn scanner_cache_dir(settings: &SecuritySettings) -> Option<PathBuf> {
+    settings
+        .cache_dir
+        .clone()
+        .or_else(crate::config::default_cache_dir)
 }
 
 /// Loads the embedded rules through the cache in `dir`, logging how long it took.
 pub fn load_scanner(dir: Option<PathBuf>) -> Result<Arc<Scanner>, String> {
+    load_scanner_from(None, dir)
+}
+
+/// Loads the rule files of `patterns_dir` (`None`: the embedded set) through the cache in
+/// `dir`, logging how long it took.
+pub fn load_scanner_from(
+    patterns_dir: Option<&std::path::Path>,
+    dir: Option<PathBuf>,
+) -> Result<Arc<Scanner>, String> {
     let t = Instant::now();
-    match Scanner::embedded_cached(dir.as_deref()) {
+    match Scanner::load_cached(patterns_dir, dir.as_deref()) {
         Ok((s, used)) => {
             crate::log::info(
                 "scanner ready",
@@ -105,28 +171,38 @@ pub fn load_scanner(dir: Option<PathBuf>) -> Result<Arc<Scanner>, String> {
             Ok(Arc::new(s))
         }
         Err(e) => {
-            crate::log::warn(
-                "scanner unavailable; requests are served UNSCANNED",
-                &[("error", &e.to_string())],
-            );
+            crate::log::warn("scanner could not be built", &[("error", &e.to_string())]);
             Err(e.to_string())
         }
     }
 }
 
 thread_local! {
-    /// This core's Hyperscan scratch (allocated at first use; a scanner is process-wide).
-    static SCRATCH: RefCell<Option<ScanScratch>> = const { RefCell::new(None) };
+    /// This core's Hyperscan scratches, each for one scanner generation (allocated at first use;
+    /// a scanner is process-wide). Two slots: while a reload's new scanner takes over, requests
+    /// that started with the old one still scan on this core without reallocating each time.
+    static SCRATCH: RefCell<Vec<(u64, ScanScratch)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` with this thread's scratch for `scanner`; `None` if one cannot be allocated.
 pub fn with_scratch<R>(scanner: &Scanner, f: impl FnOnce(&mut ScanScratch) -> R) -> Option<R> {
     SCRATCH.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = scanner.new_scratch().ok();
-        }
-        slot.as_mut().map(f)
+        let mut slots = cell.borrow_mut();
+        let generation = scanner.generation();
+        let i = match slots.iter().position(|(g, _)| *g == generation) {
+            Some(i) => i,
+            None => {
+                let scratch = scanner.new_scratch().ok()?;
+                // The slot of the oldest generation goes (its scanner is older than the other).
+                if slots.len() >= 2 {
+                    let oldest = (0..slots.len()).min_by_key(|&i| slots[i].0).unwrap_or(0);
+                    slots.swap_remove(oldest);
+                }
+                slots.push((generation, scratch));
+                slots.len() - 1
+            }
+        };
+        slots.get_mut(i).map(|(_, s)| f(s))
     })
 }
 

@@ -257,6 +257,8 @@ impl Shared {
             "# HELP tierflow_cache_bytes Accounted bytes held by the response cache.\n# TYPE tierflow_cache_bytes gauge\ntierflow_cache_bytes {}",
             total(|c| c.bytes)
         );
+        crate::pipeline::compress::render_stats(&mut s, &self.counters);
+        crate::pipeline::probe::render_stats(&mut s, self);
         s
     }
 }
@@ -462,6 +464,7 @@ async fn worker_main(
     let mut worker = Worker::new(id, shared.clone());
     worker.classifier = classifier.map(|l| l.into_handle());
     let worker = std::rc::Rc::new(worker);
+    monoio::spawn(crate::pipeline::probe::run(worker.clone()));
     while !shared.is_shutting_down() {
         match listener.accept().await {
             Ok((stream, _peer)) => {

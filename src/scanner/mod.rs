@@ -141,6 +141,15 @@ pub struct Scanner {
     pii_db: Option<BlockDatabase>,
     /// Threat rules (single match), for the original text and every variant.
     threat_db: Option<BlockDatabase>,
+    /// Unique per built scanner (never reused), so a per-core scratch knows which one it fits.
+    generation: u64,
+}
+
+/// Source of `Scanner::generation`.
+static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    NEXT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Per-core mutable state: Hyperscan scratch and reusable buffers. Not shared.
@@ -173,7 +182,36 @@ impl Scanner {
     /// The embedded rule set, loaded from the compiled-database cache in `cache_dir` when a
     /// matching file is there, else compiled and stored there (best effort).
     pub fn embedded_cached(cache_dir: Option<&Path>) -> Result<(Scanner, CacheUse), ScanError> {
-        let rules = rules::load_embedded()?;
+        Self::from_rules_cached(rules::load_embedded()?, cache_dir)
+    }
+
+    /// The rule files of `patterns_dir` (`None`: the embedded set), through the cache in
+    /// `cache_dir` like `embedded_cached`.
+    pub fn load_cached(
+        patterns_dir: Option<&Path>,
+        cache_dir: Option<&Path>,
+    ) -> Result<(Scanner, CacheUse), ScanError> {
+        let rules = match patterns_dir {
+            Some(d) => rules::load_dir(d)?,
+            None => rules::load_embedded()?,
+        };
+        Self::from_rules_cached(rules, cache_dir)
+    }
+
+    /// The cache key of the rules this scanner was built from (equal keys: same databases).
+    pub fn rules_key(&self) -> String {
+        cache::key(&self.rules)
+    }
+
+    /// Unique per built scanner; never reused within the process.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn from_rules_cached(
+        rules: Vec<Rule>,
+        cache_dir: Option<&Path>,
+    ) -> Result<(Scanner, CacheUse), ScanError> {
         let Some(dir) = cache_dir else {
             return Ok((Self::from_rules(rules)?, CacheUse::Disabled));
         };
@@ -184,6 +222,7 @@ impl Scanner {
                     rules,
                     pii_db,
                     threat_db,
+                    generation: next_generation(),
                 },
                 CacheUse::Loaded,
             ));
@@ -207,6 +246,7 @@ impl Scanner {
             rules,
             pii_db,
             threat_db,
+            generation: next_generation(),
         })
     }
 
