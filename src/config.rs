@@ -417,6 +417,10 @@ pub struct RawRouting {
     /// Fallbacks tried after the primary before giving up; default 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_fallbacks: Option<usize>,
+    /// Model names that are routed like `auto` (classified, then sent to the tier's chain): for
+    /// clients whose model name is fixed in code. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_models: Option<Vec<String>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -516,6 +520,8 @@ pub struct Config {
     pub flagship: Option<TargetId>,
     pub limits: Limits,
     pub max_fallbacks: usize,
+    /// `routing.auto_models`: names routed like `auto`.
+    pub auto_models: std::collections::HashSet<String>,
     /// Response cache settings; `None` when disabled.
     pub cache: Option<crate::cache::CacheConfig>,
     /// Whether the API key is part of the cache key.
@@ -576,6 +582,11 @@ pub struct Overrides {
 }
 
 impl Config {
+    /// Whether a request's `model` is routed like `auto` (`auto` itself or a `routing.auto_models` name).
+    pub fn is_auto_model(&self, model: &str) -> bool {
+        model == "auto" || (!self.auto_models.is_empty() && self.auto_models.contains(model))
+    }
+
     pub fn classifier_enabled(&self) -> bool {
         self.classifier.enabled.unwrap_or(true)
     }
@@ -676,6 +687,13 @@ impl Config {
                 drain_ms: raw.limits.drain_ms.unwrap_or(10_000),
             },
             max_fallbacks: raw.routing.max_fallbacks.unwrap_or(3),
+            auto_models: raw
+                .routing
+                .auto_models
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
             cache: {
                 let c = raw.cache.clone().unwrap_or_default();
                 c.enabled.unwrap_or(true).then(|| {

@@ -4,14 +4,14 @@
 
 #[path = "gateway_accounting.rs"]
 mod accounting;
-#[path = "gateway_dashboard.rs"]
-mod dashboard;
-#[path = "gateway_ledger_errors.rs"]
-mod ledger_errors;
 #[path = "gateway_compression.rs"]
 mod compression;
+#[path = "gateway_dashboard.rs"]
+mod dashboard;
 #[path = "gateway_health_probe.rs"]
 mod health_probe;
+#[path = "gateway_ledger_errors.rs"]
+mod ledger_errors;
 #[path = "gateway_patterns_reload.rs"]
 mod patterns_reload;
 mod resilience;

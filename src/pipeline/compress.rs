@@ -72,9 +72,7 @@ impl Variants {
 pub fn pack(cfg: &CompressConfig, inputs: &Inputs<'_>, vault: Option<&Vault>) -> Variants {
     Variants {
         plain: inputs.plain.and_then(|m| compress_messages(m, cfg, None)),
-        pii: inputs
-            .pii
-            .and_then(|m| compress_messages(m, cfg, vault)),
+        pii: inputs.pii.and_then(|m| compress_messages(m, cfg, vault)),
         anthropic_plain: inputs
             .anthropic_plain
             .and_then(|m| compress_messages(m, cfg, None)),

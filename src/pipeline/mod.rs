@@ -397,7 +397,7 @@ async fn chat(
         };
         return respond_error_as(stream, out, &e, keep_alive, anthropic_client).await;
     }
-    let auto = if req.model == "auto" {
+    let auto = if cfg.is_auto_model(&req.model) {
         classify(worker, &cfg, &req).await
     } else {
         None
@@ -414,7 +414,7 @@ async fn chat(
         requested.as_bytes(),
         [b't', b'i', b'e', b'r', b'-', b'1'..=b'4']
     );
-    let named = requested == "auto" || is_tier || cfg.routes.contains_key(requested);
+    let named = cfg.is_auto_model(requested) || is_tier || cfg.routes.contains_key(requested);
     acct.route = Some(Arc::from(if named { requested } else { "direct" }));
     // A key may be limited to some models: the requested name or the target it resolves to.
     if let Some(k) = &key {

@@ -154,7 +154,7 @@ pub fn resolve(
         code: "model_not_found",
     };
 
-    if model == "auto" {
+    if cfg.is_auto_model(model) {
         let latest_user = req.messages.iter().rev().find(|m| m.role == "user");
         let prefix = latest_user.and_then(|m| detect_prefix(&m.text));
         let (category, decided_by, strip) = if let Some(d) = auto {
@@ -284,5 +284,33 @@ mod tests {
         assert_eq!(detect_prefix("/codex is a tool"), None);
         assert_eq!(detect_prefix("/simple"), Some(("simple_chat", 7)));
         assert_eq!(detect_prefix("no prefix"), None);
+    }
+
+    #[test]
+    fn auto_models_are_classified_like_auto() {
+        let raw = crate::config::parse_raw(
+            r#"{"providers": {"a": {"baseUrl": "http://127.0.0.1:9/v1", "models": ["small", "big"]}},
+                "tiers": {"1": {"primary": "a/small"}, "2": {"primary": "a/small"},
+                          "3": {"primary": "a/big"}, "4": {"primary": "a/big"}},
+                "aliases": {"gpt-4o-mini": "a/small"},
+                "routing": {"auto_models": ["gpt-4o-mini"]}}"#,
+            "test",
+        )
+        .expect("parses");
+        let cfg = Config::resolve(raw, &Default::default(), "test".into()).expect("resolves");
+        assert!(cfg.is_auto_model("auto") && cfg.is_auto_model("gpt-4o-mini"));
+        assert!(!cfg.is_auto_model("a/small"));
+        let mut body =
+            br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#.to_vec();
+        let req = crate::pipeline::parse::parse_chat_request(&mut body).expect("valid");
+        let hard = crate::classifier::Decision {
+            category: crate::classifier::Category::Reasoning,
+            tier: 4,
+            confidence: 0.9,
+            decided_by: crate::classifier::DecidedBy::Classifier,
+        };
+        let d = resolve(&cfg, &req, Some(&hard)).expect("routes");
+        assert_eq!(d.targets[0].name(&cfg), "a/big");
+        assert!(d.reason.starts_with("auto:"));
     }
 }
