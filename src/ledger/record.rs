@@ -120,7 +120,19 @@ pub struct UsageRecord {
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before 1970).
+///
+/// Read from `CLOCK_REALTIME_COARSE` (the kernel's last tick, no TSC read: a few ns): every user of
+/// this clock (ledger time, budget windows, cache TTLs, circuit cool-downs) works in milliseconds to
+/// seconds, and the tick (1–4 ms) is well inside that. Durations that need precision use `Instant`.
 pub fn now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes it.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0 && ts.tv_sec > 0 {
+        return ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000;
+    }
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -456,7 +456,11 @@ pub struct Usage {
 
 /// Reads `usage` from a chat.completion body or chunk, if present and not null.
 pub fn find_usage(body: &[u8]) -> Option<Usage> {
-    let members = top_level_members(body)?;
+    usage_of(body, &top_level_members(body)?)
+}
+
+/// `usage` of a body whose member map is already known.
+pub fn usage_of(body: &[u8], members: &[Member]) -> Option<Usage> {
     let m = members.iter().find(|m| m.key_is(body, "usage"))?;
     let v = &body[m.value.clone()];
     if v.first() != Some(&b'{') {

@@ -17,7 +17,7 @@ use crate::http::{response, sse};
 
 use super::account::RouteMeta;
 use super::forward::Forwarded;
-use super::parse::{find_usage, top_level_members, Usage};
+use super::parse::{find_usage, top_level_members, usage_of, Member, Usage};
 use super::security::{SseItem, SseRehydrator};
 use super::Worker;
 use crate::providers::anthropic::{
@@ -218,6 +218,8 @@ pub async fn relay_json(
         .as_deref()
         .is_some_and(|c| c.contains("json"));
     let mut translated = true;
+    // The member map of the body as relayed, when already computed (the body is not rewritten).
+    let mut known_members: Option<Option<Vec<Member>>> = None;
     let usage = match dialects {
         Dialects::OpenAi => {
             translated = false;
@@ -227,7 +229,10 @@ pub async fn relay_json(
                 ));
             }
             if status == 200 {
-                find_usage(&body)
+                let members = top_level_members(&body);
+                let usage = members.as_deref().and_then(|m| usage_of(&body, m));
+                known_members = Some(members);
+                usage
             } else {
                 None
             }
@@ -305,7 +310,11 @@ pub async fn relay_json(
     if status == 200 && is_json {
         if let Some(end) = body.iter().rposition(|b| !b.is_ascii_whitespace()) {
             if body[end] == b'}' {
-                if let Some(m) = top_level_members(&body) {
+                let members = match known_members {
+                    Some(m) => m,
+                    None => top_level_members(&body),
+                };
+                if let Some(m) = members {
                     insert_at = Some((end, !m.is_empty()));
                 }
             }
