@@ -47,6 +47,22 @@ fn bench(c: &mut Criterion) {
             black_box(scrub(&big, &r.pii, &mut v));
         })
     });
+    // The two halves of one scan, for profiling: threat rules (with evasion variants), PII.
+    let threats_only = ScanOptions {
+        pii: false,
+        ..ScanOptions::default()
+    };
+    let pii_only = ScanOptions {
+        threats: false,
+        named_pii: false,
+        ..ScanOptions::default()
+    };
+    c.bench_function("scan_threats_only_1_5kb", |b| {
+        b.iter(|| black_box(scanner.scan(&mut scratch, black_box(&small), &threats_only)))
+    });
+    c.bench_function("scan_pii_only_1_5kb", |b| {
+        b.iter(|| black_box(scanner.scan(&mut scratch, black_box(&small), &pii_only)))
+    });
     let r = scanner.scan(&mut scratch, &small, &opts);
     let mut vault = Vault::new();
     let scrubbed = scrub(&small, &r.pii, &mut vault);

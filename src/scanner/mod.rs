@@ -9,6 +9,7 @@
 //! `encoding_evasion` threats.
 
 pub mod cache;
+pub mod locate;
 pub mod normalize;
 pub mod pii;
 pub mod rehydrate;
@@ -137,8 +138,12 @@ pub enum CacheUse {
 /// Compiled rule databases. `Send + Sync`: share one behind an `Arc` across worker cores.
 pub struct Scanner {
     rules: Vec<Rule>,
-    /// PII / secret rules (leftmost start of match), for the original text only.
+    /// Structured PII / secret rules and their context cues (ends only), original text only.
     pii_db: Option<BlockDatabase>,
+    /// PERSON / ADDRESS rules and the name cues, scanned only when named PII is asked for.
+    named_db: Option<BlockDatabase>,
+    /// Start-of-match for PII candidates, found around hits only.
+    locator: locate::Locator,
     /// Threat rules (single match), for the original text and every variant.
     threat_db: Option<BlockDatabase>,
 }
@@ -146,6 +151,9 @@ pub struct Scanner {
 /// Per-core mutable state: Hyperscan scratch and reusable buffers. Not shared.
 pub struct ScanScratch {
     hs: Option<Scratch>,
+    loc: locate::LocateCache,
+    /// Raw PII hits `(rule, end)` of the current scan.
+    ends: Vec<(u32, u32)>,
     cands: Vec<Candidate>,
     hits: Vec<u32>,
     spans: Vec<PiiSpan>,
@@ -178,18 +186,26 @@ impl Scanner {
             return Ok((Self::from_rules(rules)?, CacheUse::Disabled));
         };
         let file = cache::path(dir, &cache::key(&rules));
-        if let Some((pii_db, threat_db)) = cache::load(&file) {
+        if let Some([pii_db, named_db, threat_db]) =
+            cache::load(&file, 3).and_then(|v| <[Option<BlockDatabase>; 3]>::try_from(v).ok())
+        {
+            let locator = locate::Locator::new(&rules)?;
             return Ok((
                 Scanner {
                     rules,
                     pii_db,
+                    named_db,
+                    locator,
                     threat_db,
                 },
                 CacheUse::Loaded,
             ));
         }
         let s = Self::from_rules(rules)?;
-        let stored = cache::store(&file, s.pii_db.as_ref(), s.threat_db.as_ref());
+        let stored = cache::store(
+            &file,
+            &[s.pii_db.as_ref(), s.named_db.as_ref(), s.threat_db.as_ref()],
+        );
         Ok((
             s,
             if stored.is_ok() {
@@ -201,18 +217,27 @@ impl Scanner {
     }
 
     fn from_rules(rules: Vec<Rule>) -> Result<Scanner, ScanError> {
-        let pii_db = rules::compile(&rules, |r| matches!(r.kind, RuleKind::Pii(_)))?;
+        let pii_db = rules::compile(&rules, |r| {
+            matches!(r.kind, RuleKind::Pii(_)) && !rules::is_named(r) && !locate::is_ctx_bound(r)
+        })?;
+        let named_db = rules::compile(&rules, |r| rules::is_named(r) && !locate::is_ctx_bound(r))?;
         let threat_db = rules::compile(&rules, |r| matches!(r.kind, RuleKind::Threat(_)))?;
+        let locator = locate::Locator::new(&rules)?;
         Ok(Scanner {
             rules,
             pii_db,
+            named_db,
+            locator,
             threat_db,
         })
     }
 
     pub fn new_scratch(&self) -> Result<ScanScratch, ScanError> {
         let mut hs: Option<Scratch> = None;
-        for db in [&self.pii_db, &self.threat_db].into_iter().flatten() {
+        for db in [&self.pii_db, &self.named_db, &self.threat_db]
+            .into_iter()
+            .flatten()
+        {
             match hs.as_mut() {
                 None => {
                     hs = Some(
@@ -228,6 +253,8 @@ impl Scanner {
         }
         Ok(ScanScratch {
             hs,
+            loc: self.locator.new_cache(),
+            ends: Vec::new(),
             cands: Vec::new(),
             hits: Vec::new(),
             spans: Vec::new(),
@@ -248,12 +275,15 @@ impl Scanner {
     pub fn scan(&self, scratch: &mut ScanScratch, text: &str, opts: &ScanOptions) -> ScanReport {
         let ScanScratch {
             hs,
+            loc,
+            ends,
             cands,
             hits,
             spans,
             variants,
         } = scratch;
         cands.clear();
+        ends.clear();
         hits.clear();
         let mut threats: Vec<Threat> = Vec::new();
         let mut scan_error = false;
@@ -268,24 +298,29 @@ impl Scanner {
         let want_pii = opts.pii;
         let want_threats = opts.threats;
 
-        // 1. original text: PII (leftmost starts) and threats
+        // 1. original text: PII candidate ends, then starts around the hits that can count
         if want_pii {
-            if let Some(db) = &self.pii_db {
-                let r = db.scan(text, hs, |id: u32, from: u64, to: u64, _flags: u32| {
-                    let keep = match rules[id as usize].kind {
-                        RuleKind::Pii(PiiKind::Person | PiiKind::Address) => opts.named_pii,
-                        _ => true,
-                    };
-                    if keep {
-                        cands.push(Candidate {
-                            rule: id,
-                            start: from as u32,
-                            end: to as u32,
-                        });
-                    }
+            let dbs = [
+                self.pii_db.as_ref(),
+                self.named_db.as_ref().filter(|_| opts.named_pii),
+            ];
+            for db in dbs.into_iter().flatten() {
+                let r = db.scan(text, hs, |id: u32, _: u64, to: u64, _flags: u32| {
+                    ends.push((id, to as u32));
                     Matching::Continue
                 });
                 scan_error |= r.is_err();
+            }
+            if !ends.is_empty() {
+                pii::locate_candidates(
+                    text,
+                    rules,
+                    &self.locator,
+                    loc,
+                    ends,
+                    cands,
+                    opts.named_pii,
+                );
             }
         }
         if want_threats {

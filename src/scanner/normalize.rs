@@ -230,20 +230,43 @@ fn leet_letter(b: u8) -> Option<u8> {
     })
 }
 
-const PLAIN_STOP: &[&str] = &[
-    " the ", " and ", " you ", " your ", " to ", " of ", " is ", " que ", " de ", " la ",
+const PLAIN_STOP: &[&[u8]] = &[
+    b"the", b"and", b"you", b"your", b"to", b"of", b"is", b"que", b"de", b"la",
 ];
-const REVERSED_STOP: &[&str] = &[
-    " eht ", " dna ", " uoy ", " ruoy ", " taht ", " siht ", " htiw ", " rof ", " euq ", " ecnis ",
+const REVERSED_STOP: &[&[u8]] = &[
+    b"eht", b"dna", b"uoy", b"ruoy", b"taht", b"siht", b"htiw", b"rof", b"euq", b"ecnis",
 ];
-const ROT13_STOP: &[&str] = &[" gur ", " naq ", " lbh ", " lbhe ", " gb ", " bs ", " vf "];
+const ROT13_STOP: &[&[u8]] = &[b"gur", b"naq", b"lbh", b"lbhe", b"gb", b"bs", b"vf"];
 
-fn count_words(hay: &[u8], words: &[&str]) -> u32 {
-    let mut n = 0;
-    for w in words {
-        n += memchr::memmem::find_iter(hay, w.as_bytes()).count() as u32;
+/// Counts stopwords per list in one pass: words are runs between ASCII whitespace and
+/// punctuation, compared caselessly.
+fn count_stopwords(b: &[u8], sig: &mut Signals) {
+    let mut buf = [0u8; 5];
+    for w in b.split(|c| c.is_ascii_whitespace() || c.is_ascii_punctuation()) {
+        if w.len() < 2 || w.len() > 5 {
+            continue;
+        }
+        let lw = &mut buf[..w.len()];
+        for (d, c) in lw.iter_mut().zip(w) {
+            *d = c.to_ascii_lowercase();
+        }
+        let lw: &[u8] = lw;
+        if PLAIN_STOP.contains(&lw) {
+            sig.plain_stopwords += 1;
+        } else if REVERSED_STOP.contains(&lw) {
+            sig.reversed_stopwords += 1;
+        } else if ROT13_STOP.contains(&lw) {
+            sig.rot13_stopwords += 1;
+        }
     }
-    n
+}
+
+/// Whether `hay` contains `needle` (lowercase ASCII), ignoring ASCII case.
+fn contains_ignore_case(hay: &str, needle: &str) -> bool {
+    let n = needle.as_bytes();
+    hay.as_bytes()
+        .windows(n.len())
+        .any(|w| w.eq_ignore_ascii_case(n))
 }
 
 /// Builds the threat-scan variants of `text` into `out` and returns the obfuscation signals.
@@ -322,9 +345,7 @@ pub fn build_variants(text: &str, out: &mut Variants) -> Signals {
     }
     let base_ref: &str = if have_norm { &base } else { text };
 
-    let lower_has = |needle: &str| {
-        memchr::memmem::find(base_ref.to_ascii_lowercase().as_bytes(), needle.as_bytes()).is_some()
-    };
+    let lower_has = |needle: &str| contains_ignore_case(base_ref, needle);
     // Reversed and rot13 views are only worth a scan when the text reads better that way.
     if sig.reversed_stopwords >= 2 && sig.reversed_stopwords > sig.plain_stopwords * 2
         || (sig.reversed_stopwords >= 1 && lower_has("backward"))
@@ -492,19 +513,7 @@ fn ascii_signals(b: &[u8], sig: &mut Signals) {
         }
     }
     if n >= 8 {
-        let mut padded = Vec::with_capacity(n + 2);
-        padded.push(b' ');
-        padded.extend(b.iter().map(|c| {
-            if c.is_ascii_punctuation() {
-                b' '
-            } else {
-                c.to_ascii_lowercase()
-            }
-        }));
-        padded.push(b' ');
-        sig.plain_stopwords = count_words(&padded, PLAIN_STOP);
-        sig.reversed_stopwords = count_words(&padded, REVERSED_STOP);
-        sig.rot13_stopwords = count_words(&padded, ROT13_STOP);
+        count_stopwords(b, sig);
     }
 }
 

@@ -2,6 +2,7 @@
 //! non-overlapping spans on the original text. Checksums live in `validate.rs`; scrubbing in
 //! `vault.rs`.
 
+use super::locate::{self, LocateCache, Locator};
 use super::rules::{Rule, RuleKind};
 use super::validate as v;
 
@@ -134,7 +135,24 @@ fn validate(name: &str, text: &[u8], start: usize, end: usize) -> Option<(usize,
             && s[0] != b'0'
             && !before.is_ascii_digit()
             && !after.is_ascii_digit()),
-        "mod97" => ok(v::iban(s) && !s.starts_with(b"XX")),
+        "mod97" => {
+            // The rule may run on into following words: the longest valid prefix ending at a
+            // group boundary is the IBAN.
+            if s.starts_with(b"XX") {
+                return None;
+            }
+            let mut e = end;
+            loop {
+                if v::iban(&text[start..e]) {
+                    return Some((start, e));
+                }
+                let p = memchr::memrchr(b' ', &text[start..e])?;
+                e = start + p;
+                if e - start < 15 {
+                    return None;
+                }
+            }
+        }
         "ssn" => ok(v::ssn(s)
             && !before.is_ascii_digit()
             && !after.is_ascii_digit()
@@ -348,6 +366,96 @@ fn person_ok(s: &[u8]) -> bool {
         && !NOT_NAMES.contains(&first)
         && !t.contains("Redacted")
         && !t.starts_with("Person_")
+}
+
+/// Ends located per (rule, start) run, longest first: the validators rarely need more.
+const MAX_ENDS_PER_SPAN: u32 = 8;
+/// Longest value a context-bound rule may match after its cue (bytes).
+const MAX_BOUND_LEN: usize = 96;
+
+/// Turns raw `(rule, end)` hits into candidates with starts: spans found by Hyperscan get the
+/// leftmost start of a match ending there; context cues keep their end and add the matches of
+/// their group's context-bound rules starting within `MAX_CTX_GAP` non-alphanumeric bytes
+/// after them. `ends` is sorted and deduplicated in place; candidates are appended to `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn locate_candidates(
+    text: &str,
+    rules: &[Rule],
+    locator: &Locator,
+    cache: &mut LocateCache,
+    ends: &mut Vec<(u32, u32)>,
+    out: &mut Vec<Candidate>,
+    named: bool,
+) {
+    ends.sort_unstable_by(|a, b| (a.0, std::cmp::Reverse(a.1)).cmp(&(b.0, std::cmp::Reverse(b.1))));
+    ends.dedup();
+    let bytes = text.as_bytes();
+    let mut bound_ends: Vec<u32> = Vec::new();
+    let mut cur_rule = u32::MAX;
+    let mut span_start = u32::MAX;
+    let mut in_span = 0u32;
+    for &(rule, end) in ends.iter() {
+        let r = &rules[rule as usize];
+        match r.kind {
+            RuleKind::Threat(_) => continue,
+            RuleKind::Pii(PiiKind::Context) => {
+                out.push(Candidate {
+                    rule,
+                    start: end,
+                    end,
+                });
+                let e = end as usize;
+                let first_alnum = bytes[e..]
+                    .iter()
+                    .take(MAX_CTX_GAP + 1)
+                    .position(u8::is_ascii_alphanumeric)
+                    .map_or(bytes.len().min(e + MAX_CTX_GAP), |p| e + p);
+                for br in locator.bound_to(&r.validator) {
+                    if !named && rules[br as usize].kind == RuleKind::Pii(PiiKind::Person) {
+                        continue;
+                    }
+                    for start in e..=first_alnum {
+                        if !text.is_char_boundary(start) {
+                            continue;
+                        }
+                        bound_ends.clear();
+                        locator.ends_from(cache, br, bytes, start, MAX_BOUND_LEN, &mut bound_ends);
+                        for &be in bound_ends.iter().rev().take(MAX_ENDS_PER_SPAN as usize) {
+                            out.push(Candidate {
+                                rule: br,
+                                start: start as u32,
+                                end: be,
+                            });
+                        }
+                    }
+                }
+                continue;
+            }
+            RuleKind::Pii(_) => {}
+        }
+        if locate::is_ctx_bound(r) {
+            continue;
+        }
+        if rule != cur_rule {
+            cur_rule = rule;
+            span_start = u32::MAX;
+            in_span = 0;
+        }
+        if span_start != u32::MAX && end > span_start && in_span >= MAX_ENDS_PER_SPAN {
+            continue;
+        }
+        let Some(start) = locator.start(cache, rule, bytes, end as usize) else {
+            continue;
+        };
+        let start = start as u32;
+        if start == span_start {
+            in_span += 1;
+        } else {
+            span_start = start;
+            in_span = 1;
+        }
+        out.push(Candidate { rule, start, end });
+    }
 }
 
 /// Resolves candidates into validated, non-overlapping spans (sorted by start). `cands` is
