@@ -49,6 +49,10 @@ pub(crate) const EMBEDDED: &[(&str, &str)] = &[
     ),
     ("ssrf.txt", include_str!("../../patterns/ssrf.txt")),
     (
+        "harmful_request.txt",
+        include_str!("../../patterns/harmful_request.txt"),
+    ),
+    (
         "encoding_evasion.txt",
         include_str!("../../patterns/encoding_evasion.txt"),
     ),
