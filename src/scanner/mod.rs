@@ -9,6 +9,7 @@
 //! `encoding_evasion` threats.
 
 pub mod cache;
+pub mod learned;
 pub mod locate;
 pub mod normalize;
 pub mod pii;
@@ -144,6 +145,8 @@ pub struct Scanner {
     named_db: Option<BlockDatabase>,
     /// Start-of-match for PII candidates, found around hits only.
     locator: locate::Locator,
+    /// The learned injection signal (a WARNING on top of the patterns).
+    learned: Option<learned::Model>,
     /// Threat rules (single match), for the original text and every variant.
     threat_db: Option<BlockDatabase>,
 }
@@ -152,6 +155,9 @@ pub struct Scanner {
 pub struct ScanScratch {
     hs: Option<Scratch>,
     loc: locate::LocateCache,
+    /// Learned-signal scratch: feature ids and a lowercased copy.
+    lm_ids: Vec<u32>,
+    lm_lower: String,
     /// Raw PII hits `(rule, end)` of the current scan.
     ends: Vec<(u32, u32)>,
     cands: Vec<Candidate>,
@@ -196,6 +202,7 @@ impl Scanner {
                     pii_db,
                     named_db,
                     locator,
+                    learned: learned::Model::embedded(),
                     threat_db,
                 },
                 CacheUse::Loaded,
@@ -228,6 +235,7 @@ impl Scanner {
             pii_db,
             named_db,
             locator,
+            learned: learned::Model::embedded(),
             threat_db,
         })
     }
@@ -254,6 +262,8 @@ impl Scanner {
         Ok(ScanScratch {
             hs,
             loc: self.locator.new_cache(),
+            lm_ids: Vec::new(),
+            lm_lower: String::new(),
             ends: Vec::new(),
             cands: Vec::new(),
             hits: Vec::new(),
@@ -276,6 +286,8 @@ impl Scanner {
         let ScanScratch {
             hs,
             loc,
+            lm_ids,
+            lm_lower,
             ends,
             cands,
             hits,
@@ -371,6 +383,15 @@ impl Scanner {
                             },
                         });
                     }
+                }
+            }
+            if let Some(m) = &self.learned {
+                if m.score(text, lm_ids, lm_lower) > learned::THRESHOLD {
+                    threats.push(Threat {
+                        category: "learned".into(),
+                        rule: "learned.injection_score".into(),
+                        severity: Severity::Warning,
+                    });
                 }
             }
             hits.sort_unstable();
