@@ -14,8 +14,10 @@ pub enum PiiKind {
     Password,
     Email,
     Iban,
-    CreditCard,
+    // A national ID outranks a card on the same digits: its checksums are stronger evidence
+    // (INSEE's mod-97 key against Luhn's mod 10).
     NationalId,
+    CreditCard,
     Ssn,
     Phone,
     IpAddress,
@@ -133,6 +135,7 @@ fn validate(name: &str, text: &[u8], start: usize, end: usize) -> Option<(usize,
     match name {
         "luhn" => ok(v::card_shape(s)
             && s[0] != b'0'
+            && before != b'.'
             && !before.is_ascii_digit()
             && !after.is_ascii_digit()),
         "mod97" => {
@@ -178,7 +181,7 @@ fn validate(name: &str, text: &[u8], start: usize, end: usize) -> Option<(usize,
         "nif" => ok(v::nif(s)),
         "insee" => ok(v::insee(s)),
         "cf" => ok(v::codice_fiscale(s)),
-        "aadhaar" => ok(v::aadhaar(s)),
+        "aadhaar" => ok(v::aadhaar(s) && !in_longer_group(text, start, end)),
         "nino" => {
             ok(s.iter().filter(|c| c.is_ascii_digit()).count() == 6 && !s.starts_with(b"REDACTED"))
         }
@@ -201,6 +204,10 @@ fn validate(name: &str, text: &[u8], start: usize, end: usize) -> Option<(usize,
             let md = main.iter().filter(|c| c.is_ascii_digit()).count();
             ok((7..=15).contains(&md)
                 && d <= 20
+                && !street_number(text, end)
+                && before != b'-'
+                && !in_longer_group(text, start, end)
+                && !other_number_cue(text, start)
                 && !v::birth_date(s)
                 && !before.is_ascii_digit()
                 && !after.is_ascii_digit()
@@ -227,6 +234,53 @@ fn validate(name: &str, text: &[u8], start: usize, end: usize) -> Option<(usize,
         "" | "any" => Some((start, end)),
         _ => None,
     }
+}
+
+/// Whether `[start, end)` is part of a longer run of digit groups (`6715 2496 9765 4913`).
+fn in_longer_group(text: &[u8], start: usize, end: usize) -> bool {
+    let digit_at = |i: Option<usize>| i.and_then(|i| text.get(i)).is_some_and(u8::is_ascii_digit);
+    let sep = |i: Option<usize>| {
+        i.and_then(|i| text.get(i))
+            .is_some_and(|c| matches!(c, b' ' | b'-'))
+    };
+    (sep(start.checked_sub(1)) && digit_at(start.checked_sub(2)))
+        || (sep(Some(end)) && digit_at(Some(end + 1)))
+}
+
+/// Whether digits ending at `end` are followed by a capitalised word: a house number before a
+/// street name ("at 7943 2027 Prospect St"), not a phone number.
+fn street_number(text: &[u8], end: usize) -> bool {
+    text.get(end) == Some(&b' ')
+        && text.get(end + 1).is_some_and(u8::is_ascii_uppercase)
+        && text.get(end + 2).is_some_and(u8::is_ascii_lowercase)
+}
+
+/// Words that, just before a number, say it is some other identifier than a phone number.
+const OTHER_NUMBER_CUES: &[&str] = &[
+    "license",
+    "licence",
+    "card",
+    "account",
+    "invoice",
+    "order",
+    "reference",
+    "passport",
+    "tracking",
+    "policy",
+    "serial",
+    "booking",
+];
+/// Phone words that override `OTHER_NUMBER_CUES` in the same window.
+const PHONE_WORDS: &[&str] = &["phone", "tel", "mobile", "call", "fax", "whatsapp", "cell"];
+
+fn other_number_cue(text: &[u8], start: usize) -> bool {
+    let mut lo = start.saturating_sub(24);
+    while lo < start && !text[lo].is_ascii() {
+        lo += 1;
+    }
+    let window = String::from_utf8_lossy(&text[lo..start]).to_ascii_lowercase();
+    OTHER_NUMBER_CUES.iter().any(|c| window.contains(c))
+        && !PHONE_WORDS.iter().any(|c| window.contains(c))
 }
 
 fn password_ok(p: &[u8]) -> bool {
@@ -361,7 +415,11 @@ fn person_ok(s: &[u8]) -> bool {
     let Ok(t) = std::str::from_utf8(s) else {
         return false;
     };
-    let first = t.split([' ', '-']).next().unwrap_or("");
+    let first = t
+        .split([' ', '-'])
+        .next()
+        .unwrap_or("")
+        .trim_end_matches(['\'', '’']);
     first.chars().count() >= 2
         && !NOT_NAMES.contains(&first)
         && !t.contains("Redacted")
