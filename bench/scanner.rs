@@ -47,6 +47,25 @@ fn bench(c: &mut Criterion) {
             black_box(scrub(&big, &r.pii, &mut v));
         })
     });
+    // The request path: threats + structured PII (the gateway never scrubs PERSON/ADDRESS).
+    let gateway = ScanOptions {
+        named_pii: false,
+        ..ScanOptions::default()
+    };
+    c.bench_function("gateway_scan_scrub_1_5kb", |b| {
+        b.iter(|| {
+            let r = scanner.scan(&mut scratch, black_box(&small), &gateway);
+            let mut v = Vault::new();
+            black_box(scrub(&small, &r.pii, &mut v));
+        })
+    });
+    c.bench_function("gateway_scan_scrub_32kb", |b| {
+        b.iter(|| {
+            let r = scanner.scan(&mut scratch, black_box(&big), &gateway);
+            let mut v = Vault::new();
+            black_box(scrub(&big, &r.pii, &mut v));
+        })
+    });
     // The two halves of one scan, for profiling: threat rules (with evasion variants), PII.
     let threats_only = ScanOptions {
         pii: false,

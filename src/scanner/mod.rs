@@ -422,7 +422,12 @@ impl Scanner {
             pii.extend(
                 spans
                     .iter()
-                    .filter(|s| !vault::is_placeholder(s.kind, &text.as_bytes()[s.start..s.end])),
+                    // a placeholder of any kind (an SSN placeholder also looks like a phone)
+                    .filter(|s| {
+                        let v = &text.as_bytes()[s.start..s.end];
+                        !vault::is_placeholder(s.kind, v)
+                            && !PiiKind::ALL.iter().any(|&k| vault::is_placeholder(k, v))
+                    }),
             );
         }
 
