@@ -76,11 +76,20 @@ pub fn features(text: &str, out: &mut Vec<u32>, lower: &mut String) {
         *prev = Some((s, e));
     };
     for c in text.chars() {
-        if c.is_alphanumeric() {
+        let alnum = if c.is_ascii() {
+            c.is_ascii_alphanumeric()
+        } else {
+            c.is_alphanumeric()
+        };
+        if alnum {
             if start.is_none() {
                 start = Some(lower.len());
             }
-            lower.extend(c.to_lowercase());
+            if c.is_ascii() {
+                lower.push(c.to_ascii_lowercase());
+            } else {
+                lower.extend(c.to_lowercase());
+            }
         } else if let Some(s) = start.take() {
             let e = lower.len();
             emit(lower, s, e, &mut prev);

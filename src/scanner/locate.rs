@@ -25,8 +25,8 @@ use super::ScanError;
 /// rules), or nothing (threats, context cues).
 pub struct Locator {
     revs: Vec<Option<DFA>>,
-    /// Context-bound rules as (cue group, rule index).
-    bound: Vec<(String, u32)>,
+    /// Per cue rule index: the context-bound rules of its group.
+    bound: Vec<Vec<u32>>,
 }
 
 /// Per-core lazy-DFA caches for a `Locator`.
@@ -122,13 +122,19 @@ impl Locator {
     /// Reverse DFAs for every PII rule that reports a span (not context cues).
     pub fn new(rules: &[Rule]) -> Result<Locator, ScanError> {
         let mut revs = Vec::with_capacity(rules.len());
-        let mut bound = Vec::new();
-        for (i, r) in rules.iter().enumerate() {
-            if is_ctx_bound(r) {
-                if let Some((_, g)) = r.validator.split_once('@') {
-                    bound.push((g.to_string(), i as u32));
+        let mut bound = vec![Vec::new(); rules.len()];
+        for (cue, c) in rules.iter().enumerate() {
+            if c.kind != RuleKind::Pii(super::PiiKind::Context) {
+                continue;
+            }
+            for (i, r) in rules.iter().enumerate() {
+                if is_ctx_bound(r) && r.validator.split_once('@').map(|x| x.1) == Some(&c.validator)
+                {
+                    bound[cue].push(i as u32);
                 }
             }
+        }
+        for r in rules {
             let wanted = matches!(r.kind, RuleKind::Pii(k) if k != super::PiiKind::Context);
             revs.push(if wanted {
                 Some(
@@ -144,12 +150,9 @@ impl Locator {
         Ok(Locator { revs, bound })
     }
 
-    /// The context-bound rules of cue group `group`.
-    pub fn bound_to<'a>(&'a self, group: &'a str) -> impl Iterator<Item = u32> + 'a {
-        self.bound
-            .iter()
-            .filter(move |(g, _)| g == group)
-            .map(|&(_, r)| r)
+    /// The context-bound rules of the group of cue rule `cue`.
+    pub fn bound_to(&self, cue: u32) -> &[u32] {
+        self.bound.get(cue as usize).map_or(&[], |v| v.as_slice())
     }
 
     pub fn new_cache(&self) -> LocateCache {

@@ -238,16 +238,8 @@ fn leet_letter(b: u8) -> Option<u8> {
     })
 }
 
-const PLAIN_STOP: &[&[u8]] = &[
-    b"the", b"and", b"you", b"your", b"to", b"of", b"is", b"que", b"de", b"la",
-];
-const REVERSED_STOP: &[&[u8]] = &[
-    b"eht", b"dna", b"uoy", b"ruoy", b"taht", b"siht", b"htiw", b"rof", b"euq", b"ecnis",
-];
-const ROT13_STOP: &[&[u8]] = &[b"gur", b"naq", b"lbh", b"lbhe", b"gb", b"bs", b"vf"];
-
-/// Counts stopwords per list in one pass: words are runs between ASCII whitespace and
-/// punctuation, compared caselessly.
+/// Counts plain, reversed and rot13 stopwords in one pass: words are runs between ASCII
+/// whitespace and punctuation, compared caselessly.
 fn count_stopwords(b: &[u8], sig: &mut Signals) {
     let mut buf = [0u8; 5];
     for w in b.split(|c| c.is_ascii_whitespace() || c.is_ascii_punctuation()) {
@@ -259,12 +251,14 @@ fn count_stopwords(b: &[u8], sig: &mut Signals) {
             *d = c.to_ascii_lowercase();
         }
         let lw: &[u8] = lw;
-        if PLAIN_STOP.contains(&lw) {
-            sig.plain_stopwords += 1;
-        } else if REVERSED_STOP.contains(&lw) {
-            sig.reversed_stopwords += 1;
-        } else if ROT13_STOP.contains(&lw) {
-            sig.rot13_stopwords += 1;
+        match lw {
+            b"the" | b"and" | b"you" | b"your" | b"to" | b"of" | b"is" | b"que" | b"de" | b"la" => {
+                sig.plain_stopwords += 1
+            }
+            b"eht" | b"dna" | b"uoy" | b"ruoy" | b"taht" | b"siht" | b"htiw" | b"rof" | b"euq"
+            | b"ecnis" => sig.reversed_stopwords += 1,
+            b"gur" | b"naq" | b"lbh" | b"lbhe" | b"gb" | b"bs" | b"vf" => sig.rot13_stopwords += 1,
+            _ => {}
         }
     }
 }

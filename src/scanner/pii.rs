@@ -468,7 +468,7 @@ pub fn locate_candidates(
                     .take(MAX_CTX_GAP + 1)
                     .position(u8::is_ascii_alphanumeric)
                     .map_or(bytes.len().min(e + MAX_CTX_GAP), |p| e + p);
-                for br in locator.bound_to(&r.validator) {
+                for &br in locator.bound_to(rule) {
                     if !named && rules[br as usize].kind == RuleKind::Pii(PiiKind::Person) {
                         continue;
                     }
