@@ -13,6 +13,7 @@ pub mod learned;
 pub mod locate;
 pub mod normalize;
 pub mod pii;
+pub mod quote;
 pub mod rehydrate;
 pub mod rules;
 pub mod validate;
@@ -297,6 +298,7 @@ impl Scanner {
         cands.clear();
         ends.clear();
         hits.clear();
+        let mut quoted: Vec<u32> = Vec::new();
         let mut threats: Vec<Threat> = Vec::new();
         let mut scan_error = false;
         let Some(hs) = hs.as_ref() else {
@@ -337,8 +339,15 @@ impl Scanner {
         }
         if want_threats {
             if let Some(db) = &self.threat_db {
-                let r = db.scan(text, hs, |id: u32, _: u64, _: u64, _: u32| {
-                    hits.push(id);
+                let mention = quote::mention_request(text);
+                let r = db.scan(text, hs, |id: u32, _: u64, to: u64, _: u32| {
+                    // "Translate 'forget everything I said'": a quoted phrase in a request
+                    // about the phrase itself is a mention, not an instruction.
+                    if mention && quote::is_quoted_at(text.as_bytes(), to as usize) {
+                        quoted.push(id);
+                    } else {
+                        hits.push(id);
+                    }
                     Matching::Continue
                 });
                 scan_error |= r.is_err();
@@ -396,6 +405,8 @@ impl Scanner {
             }
             hits.sort_unstable();
             hits.dedup();
+            // variants repeat the quoted phrase: a rule only ever seen quoted stays a mention
+            hits.retain(|h| !quoted.contains(h));
             for &h in hits.iter() {
                 let r = &rules[h as usize];
                 if let RuleKind::Threat(sev) = r.kind {
