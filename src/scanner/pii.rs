@@ -445,7 +445,7 @@ pub fn locate_candidates(
     out: &mut Vec<Candidate>,
     named: bool,
 ) {
-    ends.sort_unstable_by(|a, b| (a.0, std::cmp::Reverse(a.1)).cmp(&(b.0, std::cmp::Reverse(b.1))));
+    ends.sort_unstable_by_key(|&(rule, end)| (rule, std::cmp::Reverse(end)));
     ends.dedup();
     let bytes = text.as_bytes();
     let mut bound_ends: Vec<u32> = Vec::new();
