@@ -9,13 +9,13 @@
 //!
 //! | bench                      | before (78741f4) | after   |
 //! |----------------------------|------------------|---------|
-//! | scan_scrub_1_5kb           | 104 µs           | 55 µs   |
-//! | scan_scrub_32kb            | 2.56 ms          | 1.12 ms |
-//! | gateway_scan_scrub_1_5kb   | –                | 54 µs   |
-//! | gateway_scan_scrub_32kb    | –                | 1.05 ms |
-//! | scan_threats_only_1_5kb    | 50 µs (heavier load) | 31 µs |
-//! | scan_pii_only_1_5kb        | 67 µs (heavier load) | 19 µs |
-//! | rehydrate_stream_per_event | 0.45 µs          | 0.42 µs |
+//! | scan_scrub_1_5kb           | 104 µs           | 54 µs   |
+//! | scan_scrub_32kb            | 2.56 ms          | 1.03 ms |
+//! | gateway_scan_scrub_1_5kb   | –                | 49 µs   |
+//! | gateway_scan_scrub_32kb    | –                | 1.00 ms |
+//! | scan_threats_only_1_5kb    | 50 µs (heavier load) | 26 µs |
+//! | scan_pii_only_1_5kb        | 67 µs (heavier load) | 18 µs |
+//! | rehydrate_stream_per_event | 0.45 µs          | 0.39 µs |
 //!
 //! (Under the heavier load of the earlier session the same `before` binary measured 213 µs and
 //! 5.6 ms.) What changed: the PII database has no start-of-match tracking (starts come from

@@ -339,11 +339,13 @@ impl Scanner {
         }
         if want_threats {
             if let Some(db) = &self.threat_db {
-                let mention = quote::mention_request(text);
+                // computed at the first hit only: clean prompts never pay for it
+                let mut mention: Option<bool> = None;
                 let r = db.scan(text, hs, |id: u32, _: u64, to: u64, _: u32| {
                     // "Translate 'forget everything I said'": a quoted phrase in a request
                     // about the phrase itself is a mention, not an instruction.
-                    if mention && quote::is_quoted_at(text.as_bytes(), to as usize) {
+                    let m = *mention.get_or_insert_with(|| quote::mention_request(text));
+                    if m && quote::is_quoted_at(text.as_bytes(), to as usize) {
                         quoted.push(id);
                     } else {
                         hits.push(id);
