@@ -714,7 +714,7 @@ fn decode_embedded(text: &str, out: &mut Variants, sig: &mut Signals, depth: usi
                 if let (Some(h), Some(l)) = (hex_val(tok[0]), hex_val(tok[1])) {
                     hexbuf.push(h << 4 | l);
                 }
-            } else if memchr::memmem::find(tok, b"\\x").is_some() {
+            } else if memchr::memchr(b'\\', tok).is_some() && tok.windows(2).any(|w| w == b"\\x") {
                 let mut k = 0;
                 while k + 3 < tok.len() + 1 {
                     if tok[k] == b'\\' && k + 3 < tok.len() + 1 && tok.get(k + 1) == Some(&b'x') {
