@@ -3,8 +3,9 @@
 //! Hyperscan version and this format's version, so an edited pattern or a library upgrade misses
 //! and recompiles; the payload carries its own digest, so a torn or corrupt file is ignored.
 //!
-//! File: `scanner-<key>.hsdb` = magic, SHA-256 of the rest, then for the PII and the threat
-//! database a little-endian u64 length (0 = no database) and Hyperscan's serialized bytes.
+//! File: `scanner-<key>.hsdb` = magic, SHA-256 of the rest, then for each database (structured
+//! PII, named PII, threats) a little-endian u64 length (0 = no database) and Hyperscan's
+//! serialized bytes.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use super::rules::Rule;
 
 const MAGIC: &[u8; 8] = b"TFHSDB01";
 /// Bump when the compile flags (`rules::hs_flags`) or this layout change.
-const FORMAT: &str = "tierflow-scanner-cache-v1";
+const FORMAT: &str = "tierflow-scanner-cache-v3";
 
 /// The cache key of a rule set: hex SHA-256 over the format, Hyperscan version and every rule.
 pub fn key(rules: &[Rule]) -> String {
@@ -43,8 +44,8 @@ pub fn path(dir: &Path, key: &str) -> PathBuf {
     dir.join(format!("scanner-{key}.hsdb"))
 }
 
-/// The two databases from `file`, or `None` when it is missing, corrupt, or not loadable here.
-pub fn load(file: &Path) -> Option<(Option<BlockDatabase>, Option<BlockDatabase>)> {
+/// The `count` databases from `file`, or `None` when it is missing, corrupt, or not loadable.
+pub fn load(file: &Path, count: usize) -> Option<Vec<Option<BlockDatabase>>> {
     let bytes = std::fs::read(file).ok()?;
     if bytes.len() < 8 + 32 || &bytes[..8] != MAGIC {
         return None;
@@ -64,19 +65,17 @@ pub fn load(file: &Path) -> Option<(Option<BlockDatabase>, Option<BlockDatabase>
         at += len;
         blob.deserialize().ok().map(Some)
     };
-    let pii = next()?;
-    let threat = next()?;
-    Some((pii, threat))
+    let mut dbs = Vec::with_capacity(count);
+    for _ in 0..count {
+        dbs.push(next()?);
+    }
+    (at == rest.len()).then_some(dbs)
 }
 
 /// Writes the databases to `file` (through a temporary file and a rename). Best effort.
-pub fn store(
-    file: &Path,
-    pii: Option<&BlockDatabase>,
-    threat: Option<&BlockDatabase>,
-) -> std::io::Result<()> {
+pub fn store(file: &Path, dbs: &[Option<&BlockDatabase>]) -> std::io::Result<()> {
     let mut payload = Vec::new();
-    for db in [pii, threat] {
+    for &db in dbs {
         match db {
             None => payload.extend_from_slice(&0u64.to_le_bytes()),
             Some(db) => {
@@ -120,10 +119,11 @@ mod tests {
     fn stored_databases_load_back_and_corruption_is_ignored() {
         let dir = std::env::temp_dir().join(format!("tierflow-cache-test-{}", std::process::id()));
         let file = path(&dir, "k");
-        store(&file, Some(&db("/foo/")), None).unwrap();
-        let (pii, threat) = load(&file).expect("loads");
-        assert!(threat.is_none());
-        let pii = pii.unwrap();
+        store(&file, &[Some(&db("/foo/")), None]).unwrap();
+        assert!(load(&file, 3).is_none(), "count mismatch");
+        let mut dbs = load(&file, 2).expect("loads");
+        assert!(dbs[1].is_none());
+        let pii = dbs.swap_remove(0).unwrap();
         let s = pii.alloc_scratch().unwrap();
         let mut hits = 0;
         pii.scan("a foo", &s, |_, _, _, _| {
@@ -136,11 +136,11 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&file, &bytes).unwrap();
-        assert!(load(&file).is_none());
+        assert!(load(&file, 2).is_none());
         bytes.truncate(20);
         std::fs::write(&file, &bytes).unwrap();
-        assert!(load(&file).is_none());
-        assert!(load(&dir.join("missing")).is_none());
+        assert!(load(&file, 2).is_none());
+        assert!(load(&dir.join("missing"), 2).is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -9,8 +9,11 @@
 //! `encoding_evasion` threats.
 
 pub mod cache;
+pub mod learned;
+pub mod locate;
 pub mod normalize;
 pub mod pii;
+pub mod quote;
 pub mod rehydrate;
 pub mod rules;
 pub mod validate;
@@ -137,8 +140,14 @@ pub enum CacheUse {
 /// Compiled rule databases. `Send + Sync`: share one behind an `Arc` across worker cores.
 pub struct Scanner {
     rules: Vec<Rule>,
-    /// PII / secret rules (leftmost start of match), for the original text only.
+    /// Structured PII / secret rules and their context cues (ends only), original text only.
     pii_db: Option<BlockDatabase>,
+    /// PERSON / ADDRESS rules and the name cues, scanned only when named PII is asked for.
+    named_db: Option<BlockDatabase>,
+    /// Start-of-match for PII candidates, found around hits only.
+    locator: locate::Locator,
+    /// The learned injection signal (a WARNING on top of the patterns).
+    learned: Option<learned::Model>,
     /// Threat rules (single match), for the original text and every variant.
     threat_db: Option<BlockDatabase>,
     /// Unique per built scanner (never reused), so a per-core scratch knows which one it fits.
@@ -155,6 +164,12 @@ fn next_generation() -> u64 {
 /// Per-core mutable state: Hyperscan scratch and reusable buffers. Not shared.
 pub struct ScanScratch {
     hs: Option<Scratch>,
+    loc: locate::LocateCache,
+    /// Learned-signal scratch: feature ids and a lowercased copy.
+    lm_ids: Vec<u32>,
+    lm_lower: String,
+    /// Raw PII hits `(rule, end)` of the current scan.
+    ends: Vec<(u32, u32)>,
     cands: Vec<Candidate>,
     hits: Vec<u32>,
     spans: Vec<PiiSpan>,
@@ -216,11 +231,17 @@ impl Scanner {
             return Ok((Self::from_rules(rules)?, CacheUse::Disabled));
         };
         let file = cache::path(dir, &cache::key(&rules));
-        if let Some((pii_db, threat_db)) = cache::load(&file) {
+        if let Some([pii_db, named_db, threat_db]) =
+            cache::load(&file, 3).and_then(|v| <[Option<BlockDatabase>; 3]>::try_from(v).ok())
+        {
+            let locator = locate::Locator::new(&rules)?;
             return Ok((
                 Scanner {
                     rules,
                     pii_db,
+                    named_db,
+                    locator,
+                    learned: learned::Model::embedded(),
                     threat_db,
                     generation: next_generation(),
                 },
@@ -228,7 +249,10 @@ impl Scanner {
             ));
         }
         let s = Self::from_rules(rules)?;
-        let stored = cache::store(&file, s.pii_db.as_ref(), s.threat_db.as_ref());
+        let stored = cache::store(
+            &file,
+            &[s.pii_db.as_ref(), s.named_db.as_ref(), s.threat_db.as_ref()],
+        );
         Ok((
             s,
             if stored.is_ok() {
@@ -240,11 +264,18 @@ impl Scanner {
     }
 
     fn from_rules(rules: Vec<Rule>) -> Result<Scanner, ScanError> {
-        let pii_db = rules::compile(&rules, |r| matches!(r.kind, RuleKind::Pii(_)))?;
+        let pii_db = rules::compile(&rules, |r| {
+            matches!(r.kind, RuleKind::Pii(_)) && !rules::is_named(r) && !locate::is_ctx_bound(r)
+        })?;
+        let named_db = rules::compile(&rules, |r| rules::is_named(r) && !locate::is_ctx_bound(r))?;
         let threat_db = rules::compile(&rules, |r| matches!(r.kind, RuleKind::Threat(_)))?;
+        let locator = locate::Locator::new(&rules)?;
         Ok(Scanner {
             rules,
             pii_db,
+            named_db,
+            locator,
+            learned: learned::Model::embedded(),
             threat_db,
             generation: next_generation(),
         })
@@ -252,7 +283,10 @@ impl Scanner {
 
     pub fn new_scratch(&self) -> Result<ScanScratch, ScanError> {
         let mut hs: Option<Scratch> = None;
-        for db in [&self.pii_db, &self.threat_db].into_iter().flatten() {
+        for db in [&self.pii_db, &self.named_db, &self.threat_db]
+            .into_iter()
+            .flatten()
+        {
             match hs.as_mut() {
                 None => {
                     hs = Some(
@@ -268,6 +302,10 @@ impl Scanner {
         }
         Ok(ScanScratch {
             hs,
+            loc: self.locator.new_cache(),
+            lm_ids: Vec::new(),
+            lm_lower: String::new(),
+            ends: Vec::new(),
             cands: Vec::new(),
             hits: Vec::new(),
             spans: Vec::new(),
@@ -288,13 +326,19 @@ impl Scanner {
     pub fn scan(&self, scratch: &mut ScanScratch, text: &str, opts: &ScanOptions) -> ScanReport {
         let ScanScratch {
             hs,
+            loc,
+            lm_ids,
+            lm_lower,
+            ends,
             cands,
             hits,
             spans,
             variants,
         } = scratch;
         cands.clear();
+        ends.clear();
         hits.clear();
+        let mut quoted: Vec<u32> = Vec::new();
         let mut threats: Vec<Threat> = Vec::new();
         let mut scan_error = false;
         let Some(hs) = hs.as_ref() else {
@@ -308,30 +352,44 @@ impl Scanner {
         let want_pii = opts.pii;
         let want_threats = opts.threats;
 
-        // 1. original text: PII (leftmost starts) and threats
+        // 1. original text: PII candidate ends, then starts around the hits that can count
         if want_pii {
-            if let Some(db) = &self.pii_db {
-                let r = db.scan(text, hs, |id: u32, from: u64, to: u64, _flags: u32| {
-                    let keep = match rules[id as usize].kind {
-                        RuleKind::Pii(PiiKind::Person | PiiKind::Address) => opts.named_pii,
-                        _ => true,
-                    };
-                    if keep {
-                        cands.push(Candidate {
-                            rule: id,
-                            start: from as u32,
-                            end: to as u32,
-                        });
-                    }
+            let dbs = [
+                self.pii_db.as_ref(),
+                self.named_db.as_ref().filter(|_| opts.named_pii),
+            ];
+            for db in dbs.into_iter().flatten() {
+                let r = db.scan(text, hs, |id: u32, _: u64, to: u64, _flags: u32| {
+                    ends.push((id, to as u32));
                     Matching::Continue
                 });
                 scan_error |= r.is_err();
             }
+            if !ends.is_empty() {
+                pii::locate_candidates(
+                    text,
+                    rules,
+                    &self.locator,
+                    loc,
+                    ends,
+                    cands,
+                    opts.named_pii,
+                );
+            }
         }
         if want_threats {
             if let Some(db) = &self.threat_db {
-                let r = db.scan(text, hs, |id: u32, _: u64, _: u64, _: u32| {
-                    hits.push(id);
+                // computed at the first hit only: clean prompts never pay for it
+                let mut mention: Option<bool> = None;
+                let r = db.scan(text, hs, |id: u32, _: u64, to: u64, _: u32| {
+                    // "Translate 'forget everything I said'": a quoted phrase in a request
+                    // about the phrase itself is a mention, not an instruction.
+                    let m = *mention.get_or_insert_with(|| quote::mention_request(text));
+                    if m && quote::is_quoted_at(text.as_bytes(), to as usize) {
+                        quoted.push(id);
+                    } else {
+                        hits.push(id);
+                    }
                     Matching::Continue
                 });
                 scan_error |= r.is_err();
@@ -378,8 +436,19 @@ impl Scanner {
                     }
                 }
             }
+            if let Some(m) = &self.learned {
+                if m.score(text, lm_ids, lm_lower) > learned::THRESHOLD {
+                    threats.push(Threat {
+                        category: "learned".into(),
+                        rule: "learned.injection_score".into(),
+                        severity: Severity::Warning,
+                    });
+                }
+            }
             hits.sort_unstable();
             hits.dedup();
+            // variants repeat the quoted phrase: a rule only ever seen quoted stays a mention
+            hits.retain(|h| !quoted.contains(h));
             for &h in hits.iter() {
                 let r = &rules[h as usize];
                 if let RuleKind::Threat(sev) = r.kind {
@@ -406,7 +475,8 @@ impl Scanner {
             pii.extend(
                 spans
                     .iter()
-                    .filter(|s| !vault::is_placeholder(s.kind, &text.as_bytes()[s.start..s.end])),
+                    // a placeholder of any kind (an SSN placeholder also looks like a phone)
+                    .filter(|s| !vault::is_any_placeholder(&text.as_bytes()[s.start..s.end])),
             );
         }
 

@@ -2,6 +2,7 @@
 //! non-overlapping spans on the original text. Checksums live in `validate.rs`; scrubbing in
 //! `vault.rs`.
 
+use super::locate::{self, LocateCache, Locator};
 use super::rules::{Rule, RuleKind};
 use super::validate as v;
 
@@ -13,8 +14,10 @@ pub enum PiiKind {
     Password,
     Email,
     Iban,
-    CreditCard,
+    // A national ID outranks a card on the same digits: its checksums are stronger evidence
+    // (INSEE's mod-97 key against Luhn's mod 10).
     NationalId,
+    CreditCard,
     Ssn,
     Phone,
     IpAddress,
@@ -132,9 +135,27 @@ fn validate(name: &str, text: &[u8], start: usize, end: usize) -> Option<(usize,
     match name {
         "luhn" => ok(v::card_shape(s)
             && s[0] != b'0'
+            && before != b'.'
             && !before.is_ascii_digit()
             && !after.is_ascii_digit()),
-        "mod97" => ok(v::iban(s) && !s.starts_with(b"XX")),
+        "mod97" => {
+            // The rule may run on into following words: the longest valid prefix ending at a
+            // group boundary is the IBAN.
+            if s.starts_with(b"XX") {
+                return None;
+            }
+            let mut e = end;
+            loop {
+                if v::iban(&text[start..e]) {
+                    return Some((start, e));
+                }
+                let p = memchr::memrchr(b' ', &text[start..e])?;
+                e = start + p;
+                if e - start < 15 {
+                    return None;
+                }
+            }
+        }
         "ssn" => ok(v::ssn(s)
             && !before.is_ascii_digit()
             && !after.is_ascii_digit()
@@ -160,7 +181,7 @@ fn validate(name: &str, text: &[u8], start: usize, end: usize) -> Option<(usize,
         "nif" => ok(v::nif(s)),
         "insee" => ok(v::insee(s)),
         "cf" => ok(v::codice_fiscale(s)),
-        "aadhaar" => ok(v::aadhaar(s)),
+        "aadhaar" => ok(v::aadhaar(s) && !in_longer_group(text, start, end)),
         "nino" => {
             ok(s.iter().filter(|c| c.is_ascii_digit()).count() == 6 && !s.starts_with(b"REDACTED"))
         }
@@ -183,6 +204,10 @@ fn validate(name: &str, text: &[u8], start: usize, end: usize) -> Option<(usize,
             let md = main.iter().filter(|c| c.is_ascii_digit()).count();
             ok((7..=15).contains(&md)
                 && d <= 20
+                && !street_number(text, end)
+                && before != b'-'
+                && !in_longer_group(text, start, end)
+                && !other_number_cue(text, start)
                 && !v::birth_date(s)
                 && !before.is_ascii_digit()
                 && !after.is_ascii_digit()
@@ -209,6 +234,53 @@ fn validate(name: &str, text: &[u8], start: usize, end: usize) -> Option<(usize,
         "" | "any" => Some((start, end)),
         _ => None,
     }
+}
+
+/// Whether `[start, end)` is part of a longer run of digit groups (`6715 2496 9765 4913`).
+fn in_longer_group(text: &[u8], start: usize, end: usize) -> bool {
+    let digit_at = |i: Option<usize>| i.and_then(|i| text.get(i)).is_some_and(u8::is_ascii_digit);
+    let sep = |i: Option<usize>| {
+        i.and_then(|i| text.get(i))
+            .is_some_and(|c| matches!(c, b' ' | b'-'))
+    };
+    (sep(start.checked_sub(1)) && digit_at(start.checked_sub(2)))
+        || (sep(Some(end)) && digit_at(Some(end + 1)))
+}
+
+/// Whether digits ending at `end` are followed by a capitalised word: a house number before a
+/// street name ("at 7943 2027 Prospect St"), not a phone number.
+fn street_number(text: &[u8], end: usize) -> bool {
+    text.get(end) == Some(&b' ')
+        && text.get(end + 1).is_some_and(u8::is_ascii_uppercase)
+        && text.get(end + 2).is_some_and(u8::is_ascii_lowercase)
+}
+
+/// Words that, just before a number, say it is some other identifier than a phone number.
+const OTHER_NUMBER_CUES: &[&str] = &[
+    "license",
+    "licence",
+    "card",
+    "account",
+    "invoice",
+    "order",
+    "reference",
+    "passport",
+    "tracking",
+    "policy",
+    "serial",
+    "booking",
+];
+/// Phone words that override `OTHER_NUMBER_CUES` in the same window.
+const PHONE_WORDS: &[&str] = &["phone", "tel", "mobile", "call", "fax", "whatsapp", "cell"];
+
+fn other_number_cue(text: &[u8], start: usize) -> bool {
+    let mut lo = start.saturating_sub(24);
+    while lo < start && !text[lo].is_ascii() {
+        lo += 1;
+    }
+    let window = String::from_utf8_lossy(&text[lo..start]).to_ascii_lowercase();
+    OTHER_NUMBER_CUES.iter().any(|c| window.contains(c))
+        && !PHONE_WORDS.iter().any(|c| window.contains(c))
 }
 
 fn password_ok(p: &[u8]) -> bool {
@@ -343,11 +415,105 @@ fn person_ok(s: &[u8]) -> bool {
     let Ok(t) = std::str::from_utf8(s) else {
         return false;
     };
-    let first = t.split([' ', '-']).next().unwrap_or("");
+    let first = t
+        .split([' ', '-'])
+        .next()
+        .unwrap_or("")
+        .trim_end_matches(['\'', '’']);
     first.chars().count() >= 2
         && !NOT_NAMES.contains(&first)
         && !t.contains("Redacted")
         && !t.starts_with("Person_")
+}
+
+/// Ends located per (rule, start) run, longest first: the validators rarely need more.
+const MAX_ENDS_PER_SPAN: u32 = 8;
+/// Longest value a context-bound rule may match after its cue (bytes).
+const MAX_BOUND_LEN: usize = 96;
+
+/// Turns raw `(rule, end)` hits into candidates with starts: spans found by Hyperscan get the
+/// leftmost start of a match ending there; context cues keep their end and add the matches of
+/// their group's context-bound rules starting within `MAX_CTX_GAP` non-alphanumeric bytes
+/// after them. `ends` is sorted and deduplicated in place; candidates are appended to `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn locate_candidates(
+    text: &str,
+    rules: &[Rule],
+    locator: &Locator,
+    cache: &mut LocateCache,
+    ends: &mut Vec<(u32, u32)>,
+    out: &mut Vec<Candidate>,
+    named: bool,
+) {
+    ends.sort_unstable_by_key(|&(rule, end)| (rule, std::cmp::Reverse(end)));
+    ends.dedup();
+    let bytes = text.as_bytes();
+    let mut bound_ends: Vec<u32> = Vec::new();
+    let mut cur_rule = u32::MAX;
+    let mut span_start = u32::MAX;
+    let mut in_span = 0u32;
+    for &(rule, end) in ends.iter() {
+        let r = &rules[rule as usize];
+        match r.kind {
+            RuleKind::Threat(_) => continue,
+            RuleKind::Pii(PiiKind::Context) => {
+                out.push(Candidate {
+                    rule,
+                    start: end,
+                    end,
+                });
+                let e = end as usize;
+                let first_alnum = bytes[e..]
+                    .iter()
+                    .take(MAX_CTX_GAP + 1)
+                    .position(u8::is_ascii_alphanumeric)
+                    .map_or(bytes.len().min(e + MAX_CTX_GAP), |p| e + p);
+                for &br in locator.bound_to(rule) {
+                    if !named && rules[br as usize].kind == RuleKind::Pii(PiiKind::Person) {
+                        continue;
+                    }
+                    for start in e..=first_alnum {
+                        if !text.is_char_boundary(start) {
+                            continue;
+                        }
+                        bound_ends.clear();
+                        locator.ends_from(cache, br, bytes, start, MAX_BOUND_LEN, &mut bound_ends);
+                        for &be in bound_ends.iter().rev().take(MAX_ENDS_PER_SPAN as usize) {
+                            out.push(Candidate {
+                                rule: br,
+                                start: start as u32,
+                                end: be,
+                            });
+                        }
+                    }
+                }
+                continue;
+            }
+            RuleKind::Pii(_) => {}
+        }
+        if locate::is_ctx_bound(r) {
+            continue;
+        }
+        if rule != cur_rule {
+            cur_rule = rule;
+            span_start = u32::MAX;
+            in_span = 0;
+        }
+        if span_start != u32::MAX && end > span_start && in_span >= MAX_ENDS_PER_SPAN {
+            continue;
+        }
+        let Some(start) = locator.start(cache, rule, bytes, end as usize) else {
+            continue;
+        };
+        let start = start as u32;
+        if start == span_start {
+            in_span += 1;
+        } else {
+            span_start = start;
+            in_span = 1;
+        }
+        out.push(Candidate { rule, start, end });
+    }
 }
 
 /// Resolves candidates into validated, non-overlapping spans (sorted by start). `cands` is

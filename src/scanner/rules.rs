@@ -49,6 +49,10 @@ pub(crate) const EMBEDDED: &[(&str, &str)] = &[
     ),
     ("ssrf.txt", include_str!("../../patterns/ssrf.txt")),
     (
+        "harmful_request.txt",
+        include_str!("../../patterns/harmful_request.txt"),
+    ),
+    (
         "encoding_evasion.txt",
         include_str!("../../patterns/encoding_evasion.txt"),
     ),
@@ -160,6 +164,16 @@ pub fn parse_rules(name: &str, text: &str, out: &mut Vec<Rule>) -> Result<(), Sc
     Ok(())
 }
 
+/// Whether a rule belongs to the named-PII database (PERSON, ADDRESS and the name cues), which
+/// is scanned only when named PII is asked for.
+pub fn is_named(r: &Rule) -> bool {
+    match r.kind {
+        RuleKind::Pii(PiiKind::Person | PiiKind::Address) => true,
+        RuleKind::Pii(PiiKind::Context) => r.validator == "person",
+        _ => false,
+    }
+}
+
 /// Loads the embedded rule set.
 pub fn load_embedded() -> Result<Vec<Rule>, ScanError> {
     let mut rules = Vec::new();
@@ -212,7 +226,7 @@ fn check_unique(rules: &[Rule]) -> Result<(), ScanError> {
     Ok(())
 }
 
-fn hs_flags(rule: &Rule, som: bool) -> CompileFlags {
+fn hs_flags(rule: &Rule, pii: bool) -> CompileFlags {
     // UTF-8 mode only where the regex needs it (non-ASCII literals or classes, Unicode
     // properties): byte-mode classes like `[^.\n]{0,50}` compile far smaller and faster.
     let mut f = CompileFlags::empty();
@@ -228,9 +242,7 @@ fn hs_flags(rule: &Rule, som: bool) -> CompileFlags {
             _ => {}
         }
     }
-    if som {
-        f |= CompileFlags::SOM_LEFTMOST;
-    } else {
+    if !pii {
         // Threat rules only need to fire once per scan.
         f |= CompileFlags::SINGLEMATCH;
     }
@@ -238,7 +250,8 @@ fn hs_flags(rule: &Rule, som: bool) -> CompileFlags {
 }
 
 /// Compiles the rules selected by `select` into one block database; Hyperscan ids are indices
-/// into `rules`. PII rules get leftmost start-of-match, threat rules single-match.
+/// into `rules`. PII rules report every end (no start-of-match: `locate.rs` finds starts around
+/// hits only), threat rules fire once.
 pub fn compile(
     rules: &[Rule],
     select: impl Fn(&Rule) -> bool,
@@ -249,10 +262,10 @@ pub fn compile(
         if !select(r) {
             continue;
         }
-        let som = matches!(r.kind, RuleKind::Pii(_));
+        let pii = matches!(r.kind, RuleKind::Pii(_));
         pats.push(Pattern {
             expression: r.regex.clone(),
-            flags: hs_flags(r, som),
+            flags: hs_flags(r, pii),
             id: Some(i),
             ext: Default::default(),
             som: None,
