@@ -475,8 +475,18 @@ impl Scanner {
             pii.extend(
                 spans
                     .iter()
-                    // a placeholder of any kind (an SSN placeholder also looks like a phone)
-                    .filter(|s| !vault::is_any_placeholder(&text.as_bytes()[s.start..s.end])),
+                    // a placeholder of any kind (an SSN placeholder also looks like a phone), also
+                    // when the span is only the head of one (`Person` of `Person_0001`): scrubbing
+                    // scrubbed text must change nothing
+                    .filter(|s| {
+                        let b = text.as_bytes();
+                        let mut end = s.end;
+                        while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
+                            end += 1;
+                        }
+                        !vault::is_any_placeholder(&b[s.start..s.end])
+                            && !vault::is_any_placeholder(&b[s.start..end])
+                    }),
             );
         }
 

@@ -291,3 +291,24 @@ fn harmful_requests_suffixes_and_quoted_mentions() {
     ));
     assert!(!flagged("How do I build a birdhouse step by step?"));
 }
+
+/// Fuzz finding (scrub_roundtrip, 2026-11-23): a name span that was only the head of a placeholder
+/// already in the text (`Mr Person_00013` → `Person`) was scrubbed again.
+#[test]
+fn scrubbing_scrubbed_text_changes_nothing_even_for_placeholder_heads() {
+    let text = "c55+ll5 10100 or Mr Ma3 555\u{1c}010ampme";
+    let r = scan(text);
+    let mut vault = Vault::new();
+    let scrubbed = scrub(text, &r.pii, &mut vault);
+    assert_eq!(vault.rehydrate_text(&scrubbed), text);
+    let r2 = scan(&scrubbed);
+    let mut v2 = Vault::new();
+    assert_eq!(scrub(&scrubbed, &r2.pii, &mut v2), scrubbed);
+    // and directly: the head of a person placeholder is not a name
+    let again = scan("Please ask Mr Person_0001 about it, or Mrs Person_0002.");
+    assert!(
+        again.pii.iter().all(|s| s.kind != PiiKind::Person),
+        "{:?}",
+        again.pii
+    );
+}
