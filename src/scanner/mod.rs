@@ -472,20 +472,22 @@ impl Scanner {
         let mut pii = Vec::new();
         if !cands.is_empty() {
             pii::resolve(text, rules, cands, spans);
+            let placeholders = if spans.is_empty() {
+                Vec::new()
+            } else {
+                vault::placeholder_ranges(text.as_bytes())
+            };
             pii.extend(
                 spans
                     .iter()
-                    // a placeholder of any kind (an SSN placeholder also looks like a phone), also
-                    // when the span is only the head of one (`Person` of `Person_0001`): scrubbing
-                    // scrubbed text must change nothing
+                    // a placeholder of any kind (an SSN placeholder also looks like a phone), or
+                    // any part of one (`Person` of `Person_0001`, `0101:db8::0` across a phone and
+                    // an IP placeholder): scrubbing scrubbed text must change nothing
                     .filter(|s| {
-                        let b = text.as_bytes();
-                        let mut end = s.end;
-                        while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
-                            end += 1;
-                        }
-                        !vault::is_any_placeholder(&b[s.start..s.end])
-                            && !vault::is_any_placeholder(&b[s.start..end])
+                        !vault::is_any_placeholder(&text.as_bytes()[s.start..s.end])
+                            && !placeholders
+                                .iter()
+                                .any(|p| p.start < s.end && s.start < p.end)
                     }),
             );
         }

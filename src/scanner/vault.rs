@@ -87,6 +87,45 @@ pub fn placeholder(kind: PiiKind, n: u32) -> String {
 }
 
 /// Whether `s` is one of our placeholders (any number), so it is never scrubbed again.
+/// The shapes' fixed parts, as they occur inside placeholder text.
+const PLACEHOLDER_MARKERS: [&[u8]; 11] = [
+    b"@redacted.example",
+    b"+1-555-0",
+    b"0000-0000-0000-",
+    b"000-00-",
+    b"XX00REDACTED",
+    b"198.18.",
+    b"2001:db8::",
+    b"1900-",
+    b"Person_",
+    b"edacted",
+    b"REDACTED",
+];
+
+/// Byte ranges of the placeholder-shaped tokens in `text`: every occurrence of a placeholder's fixed
+/// part, widened over the token characters around it (`[A-Za-z0-9_.:@+-]`). A PII candidate that
+/// overlaps one is part of an earlier scrub's output, not a value: scrubbing scrubbed text changes
+/// nothing. Empty for text without any marker (one SIMD search per marker).
+pub fn placeholder_ranges(text: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let token =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'@' | b'+' | b'-');
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    for m in PLACEHOLDER_MARKERS {
+        for at in memchr::memmem::find_iter(text, m) {
+            let mut start = at;
+            while start > 0 && token(text[start - 1]) {
+                start -= 1;
+            }
+            let mut end = at + m.len();
+            while end < text.len() && token(text[end]) {
+                end += 1;
+            }
+            out.push(start..end);
+        }
+    }
+    out
+}
+
 /// Whether `s` is a placeholder of any kind (no allocation; the union of `is_placeholder`).
 pub fn is_any_placeholder(s: &[u8]) -> bool {
     s.ends_with(b"@redacted.example")
