@@ -53,6 +53,17 @@ pub struct Variants {
     pub anthropic_pii: Option<Packed>,
 }
 
+/// The compressed `messages` of a variant when compression shrank it, else `uncompressed`.
+pub fn or_uncompressed<'a>(
+    packed: &'a Option<Packed>,
+    uncompressed: Option<&'a [u8]>,
+) -> Option<&'a [u8]> {
+    packed
+        .as_ref()
+        .map(|p| p.messages.as_slice())
+        .or(uncompressed)
+}
+
 impl Variants {
     /// What the variant sent to the chosen target saved (`None`: nothing).
     pub fn sent(&self, anthropic_body: bool, scrubbed: bool) -> Option<Saved> {

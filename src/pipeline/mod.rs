@@ -642,30 +642,23 @@ async fn chat(
         original: body,
         members: &members,
         stream: stream_requested,
-        messages_override: packed
-            .plain
-            .as_ref()
-            .map(|p| p.messages.as_slice())
-            .or(messages_override.as_deref()),
-        pii_messages: packed
-            .pii
-            .as_ref()
-            .map(|p| p.messages.as_slice())
-            .or(pii_messages.as_ref().map(|(b, _)| b.as_slice())),
+        messages_override: compress::or_uncompressed(&packed.plain, messages_override.as_deref()),
+        pii_messages: compress::or_uncompressed(
+            &packed.pii,
+            pii_messages.as_ref().map(|(b, _)| b.as_slice()),
+        ),
         anthropic_original: match (&inbound, &anthropic_members) {
             (Some(i), Some(m)) => Some(AnthropicOriginal {
                 body: i.original,
                 members: m,
-                messages_override: packed
-                    .anthropic_plain
-                    .as_ref()
-                    .map(|p| p.messages.as_slice())
-                    .or(anthropic_override.as_deref()),
-                pii_messages: packed
-                    .anthropic_pii
-                    .as_ref()
-                    .map(|p| p.messages.as_slice())
-                    .or(anthropic_pii.as_deref()),
+                messages_override: compress::or_uncompressed(
+                    &packed.anthropic_plain,
+                    anthropic_override.as_deref(),
+                ),
+                pii_messages: compress::or_uncompressed(
+                    &packed.anthropic_pii,
+                    anthropic_pii.as_deref(),
+                ),
             }),
             _ => None,
         },
