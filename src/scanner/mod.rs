@@ -492,6 +492,10 @@ impl Scanner {
             );
         }
 
+        if !pii.is_empty() && needs_rescan(text.as_bytes(), rules, cands, &pii) {
+            self.settle_pii(scratch, text, opts, &mut pii);
+        }
+
         let verdict = verdict_for(&threats, opts.block_on);
         ScanReport {
             verdict,
@@ -499,6 +503,96 @@ impl Scanner {
             pii,
         }
     }
+}
+
+/// Rounds of [`Scanner::settle_pii`] at most; real text settles in one.
+const MAX_SETTLE_ROUNDS: usize = 3;
+
+impl Scanner {
+    /// Makes the spans a fixpoint of scrubbing: scans the text as scrubbing would leave it (each
+    /// span replaced by a placeholder of its kind) and adds, mapped back to the original offsets,
+    /// whatever that finds outside the placeholders — until nothing new turns up. Validators read
+    /// a value's neighbours (`+1555 055` is not a phone number when ` 01` follows), and a scrub
+    /// changes neighbours: without this a second scrub of scrubbed text could find values the
+    /// first let through. Only run when a span touches text that could read differently
+    /// afterwards ([`needs_rescan`]), so ordinary text never pays for it.
+    fn settle_pii(
+        &self,
+        scratch: &mut ScanScratch,
+        text: &str,
+        opts: &ScanOptions,
+        pii: &mut Vec<PiiSpan>,
+    ) {
+        let only_pii = ScanOptions {
+            threats: false,
+            ..*opts
+        };
+        for _ in 0..MAX_SETTLE_ROUNDS {
+            // the scrubbed shape, and where each placeholder sits in it
+            let mut shaped = String::with_capacity(text.len() + pii.len() * 16);
+            let mut segs: Vec<(usize, usize, usize, usize)> = Vec::with_capacity(pii.len());
+            let mut pos = 0;
+            for s in pii.iter() {
+                shaped.push_str(&text[pos..s.start]);
+                let at = shaped.len();
+                shaped.push_str(&vault::placeholder(s.kind, 1));
+                segs.push((s.start, s.end, at, shaped.len()));
+                pos = s.end;
+            }
+            shaped.push_str(&text[pos..]);
+            let found = self.scan(scratch, &shaped, &only_pii).pii;
+            let mut added = false;
+            for f in found {
+                if segs.iter().any(|&(_, _, a, b)| a < f.end && f.start < b) {
+                    continue;
+                }
+                // offset of the gap the span lies in: after the last placeholder before it
+                let (o_end, n_end) = segs
+                    .iter()
+                    .take_while(|&&(_, _, a, _)| a < f.start)
+                    .last()
+                    .map_or((0, 0), |&(_, e, _, b)| (e, b));
+                let start = f.start - n_end + o_end;
+                let end = f.end - n_end + o_end;
+                if end <= text.len()
+                    && text.is_char_boundary(start)
+                    && text.is_char_boundary(end)
+                    && !pii.iter().any(|p| p.start < end && start < p.end)
+                {
+                    pii.push(PiiSpan {
+                        start,
+                        end,
+                        kind: f.kind,
+                    });
+                    added = true;
+                }
+            }
+            if !added {
+                return;
+            }
+            pii.sort_unstable_by_key(|s| s.start);
+        }
+    }
+}
+
+/// Whether scrubbing `pii` could make the scanner read the text around a span differently: a
+/// candidate that overlaps or touches a span without lying inside it (it lost an overlap, or its
+/// validator saw the span's bytes as neighbours), or a span glued to a letter or digit.
+fn needs_rescan(text: &[u8], rules: &[Rule], cands: &[Candidate], pii: &[PiiSpan]) -> bool {
+    let glued = |i: Option<usize>| i.and_then(|i| text.get(i)).is_some_and(u8::is_ascii_alphanumeric);
+    if pii
+        .iter()
+        .any(|s| glued(s.start.checked_sub(1)) || glued(Some(s.end)))
+    {
+        return true;
+    }
+    cands.iter().any(|c| {
+        let (cs, ce) = (c.start as usize, c.end as usize);
+        rules[c.rule as usize].kind != RuleKind::Pii(PiiKind::Context)
+            && pii.iter().any(|s| {
+                cs < s.end + 2 && s.start < ce + 2 && !(s.start <= cs && ce <= s.end)
+            })
+    })
 }
 
 fn verdict_for(threats: &[Threat], block_on: BlockOn) -> Verdict {

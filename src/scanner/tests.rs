@@ -321,3 +321,19 @@ fn scrubbing_scrubbed_text_changes_nothing_even_for_placeholder_heads() {
         again.pii
     );
 }
+
+/// Fuzz finding (scrub_roundtrip, CI 2026-11-23): the email won the overlap with the longer phone
+/// reading `+1555 055 01`, the phone was dropped whole, and a second scrub found `+1555 055`.
+/// A shorter validated reading that does not overlap is kept instead.
+#[test]
+fn a_value_losing_an_overlap_keeps_its_shorter_reading() {
+    for text in ["a ll +1555 055 01x@y.exie", "call +1555 055 01x@y.example today"] {
+        let r = scan(text);
+        let mut vault = Vault::new();
+        let scrubbed = scrub(text, &r.pii, &mut vault);
+        assert_eq!(vault.rehydrate_text(&scrubbed), text);
+        let r2 = scan(&scrubbed);
+        let mut v2 = Vault::new();
+        assert_eq!(scrub(&scrubbed, &r2.pii, &mut v2), scrubbed, "{:?}", r.pii);
+    }
+}
