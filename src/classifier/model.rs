@@ -430,10 +430,18 @@ mod tests {
                         c as char
                     }
                 })
-                .filter(|&c| c != '[')
                 .collect();
             texts.push(t);
         }
+        // '[' that starts no special token is punctuation (code, logs), next to and inside words.
+        texts.extend(
+            [
+                "fn f(xs: &[u32]) -> u32 { xs[0] + xs[i+1] }",
+                "02:14:37 export-job[4412]: PUT s3://x -> 403 [warn] [[nested]] [CLS",
+                "[", "a[", "[]", "[sep]x", "[ SEP ]", "[MASKED] [PADDING]",
+            ]
+            .map(String::from),
+        );
         // The routing dev set when it is beside the repo (../shared in CI, /work/shared here).
         for path in [
             "../shared/data/routing/dev.jsonl",
@@ -467,6 +475,8 @@ mod tests {
         let mut out = Vec::new();
         assert!(!fast.encode("héllo", &mut out) && out.is_empty());
         assert!(!fast.encode("a [SEP] b", &mut out));
+        assert!(!fast.encode("x[CLS]", &mut out) && !fast.encode("[mask]", &mut out));
+        assert!(out.is_empty());
         assert!(!fast.encode("ab\u{1}cd", &mut out));
     }
 

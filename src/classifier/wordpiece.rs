@@ -14,6 +14,9 @@ pub struct AsciiWordPiece {
     cls_id: u32,
     sep_id: u32,
     max_word_chars: usize,
+    /// Texts of the added (special) tokens (`[CLS]`, `[SEP]`, …): where one occurs in a prompt
+    /// `tokenizers` splits it out whole, so such prompts take the full pipeline.
+    specials: Vec<Vec<u8>>,
     piece: String,
 }
 
@@ -50,11 +53,16 @@ impl AsciiWordPiece {
         let cls_id = *vocab.get(&special(&single[0])?)?;
         let sep_id = *vocab.get(&special(&single[2])?)?;
         // Added tokens that are not special could match inside text: not reproduced here.
-        if t["added_tokens"]
-            .as_array()?
+        let added = t["added_tokens"].as_array()?;
+        if added.iter().any(|a| a["special"] != true) {
+            return None;
+        }
+        let specials: Vec<Vec<u8>> = added
             .iter()
-            .any(|a| a["special"] != true)
-        {
+            .map(|a| a["content"].as_str().map(|c| c.as_bytes().to_vec()))
+            .collect::<Option<_>>()?;
+        // The '[' test in `encode` relies on every special token starting with '['.
+        if specials.iter().any(|c| c.first() != Some(&b'[')) {
             return None;
         }
         Some(AsciiWordPiece {
@@ -63,24 +71,33 @@ impl AsciiWordPiece {
             cls_id,
             sep_id,
             max_word_chars,
+            specials,
             piece: String::with_capacity(128),
         })
     }
 
     /// Appends `[CLS] pieces… [SEP]` for `text` to `out` and returns true, or returns false
-    /// without touching `out` when the text is not handled here (non-ASCII, or a '[' that could
-    /// start a special token).
+    /// without touching `out` when the text is not handled here (non-ASCII, or a special token's
+    /// text such as `[SEP]` inside it). A '[' that starts no special token is punctuation like
+    /// any other: code and logs (`xs[0]`, `job[4412]`) are full of them.
     pub fn encode(&mut self, text: &str, out: &mut Vec<u32>) -> bool {
         let b = text.as_bytes();
         // Control characters are deleted by clean_text (joining their neighbours): leave those
-        // rare texts to the full pipeline, like non-ASCII text and '[' (special tokens).
+        // rare texts to the full pipeline, like non-ASCII text.
         let unusual = |c: &u8| {
-            !c.is_ascii()
-                || *c == b'['
-                || *c == 0x7f
-                || (*c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r'))
+            !c.is_ascii() || *c == 0x7f || (*c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r'))
         };
         if b.iter().any(unusual) {
+            return false;
+        }
+        // Special tokens are matched on the raw text (`normalized: false`); compared without
+        // case here to stay on the safe side should a tokenizer normalise them.
+        let special_at = |i: usize| {
+            self.specials
+                .iter()
+                .any(|sp| b.len() - i >= sp.len() && b[i..i + sp.len()].eq_ignore_ascii_case(sp))
+        };
+        if memchr::memchr_iter(b'[', b).any(special_at) {
             return false;
         }
         out.push(self.cls_id);
