@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2 >/dev/null 2>&1
 SECS="${FUZZ_SECONDS:-30}"
+# A fixed seed makes a CI run repeatable on a developer machine (same corpus, same mutations);
+# long exploratory campaigns run with FUZZ_SEED=0 (random) and commit what they find to corpus/.
+SEED="${FUZZ_SEED:-1}"
 # cargo-fuzz needs nightly flags for the sanitizer; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
 export RUSTC_BOOTSTRAP=1
 targets=$(cargo fuzz list)
@@ -15,7 +18,7 @@ for t in $targets; do
   # Work on a scratch copy of the corpus so CI runs do not grow the committed one.
   work=$(mktemp -d)
   cp -r "corpus/$t/." "$work/" 2>/dev/null || true
-  if cargo fuzz run -O "$t" "$work" -- -max_total_time="$SECS" -rss_limit_mb=2048 -print_final_stats=1 >"$work.log" 2>&1; then
+  if cargo fuzz run -O "$t" "$work" -- -seed="$SEED" -max_total_time="$SECS" -rss_limit_mb=2048 -print_final_stats=1 >"$work.log" 2>&1; then
     runs=$(grep -E '^stat::number_of_executed_units' "$work.log" | awk '{print $2}')
     echo "fuzz $t: ok, ${runs:-?} runs in ${SECS}s"
   else

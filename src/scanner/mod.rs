@@ -575,23 +575,34 @@ impl Scanner {
     }
 }
 
-/// Whether scrubbing `pii` could make the scanner read the text around a span differently: a
-/// candidate that overlaps or touches a span without lying inside it (it lost an overlap, or its
-/// validator saw the span's bytes as neighbours), or a span glued to a letter or digit.
+/// Whether scrubbing `pii` could make the scanner read the text around a span differently:
+/// - a span glued to a letter or digit (word boundaries move);
+/// - a candidate that overlaps or comes within 3 bytes of a span without lying inside it (it lost
+///   an overlap, or its validator read the span's bytes as neighbours);
+/// - a span holding a word that vetoes a number after it (`invoice`, `version`, …) with a
+///   candidate starting within the veto's reach after it.
 fn needs_rescan(text: &[u8], rules: &[Rule], cands: &[Candidate], pii: &[PiiSpan]) -> bool {
-    let glued = |i: Option<usize>| i.and_then(|i| text.get(i)).is_some_and(u8::is_ascii_alphanumeric);
+    const NEAR: usize = 3;
+    let glued =
+        |i: Option<usize>| i.and_then(|i| text.get(i)).is_some_and(u8::is_ascii_alphanumeric);
     if pii
         .iter()
         .any(|s| glued(s.start.checked_sub(1)) || glued(Some(s.end)))
     {
         return true;
     }
+    let vetoing: Vec<&PiiSpan> = pii
+        .iter()
+        .filter(|s| pii::holds_number_veto(&text[s.start..s.end]))
+        .collect();
     cands.iter().any(|c| {
         let (cs, ce) = (c.start as usize, c.end as usize);
         rules[c.rule as usize].kind != RuleKind::Pii(PiiKind::Context)
-            && pii.iter().any(|s| {
-                cs < s.end + 2 && s.start < ce + 2 && !(s.start <= cs && ce <= s.end)
-            })
+            && !pii.iter().any(|s| s.start <= cs && ce <= s.end)
+            && (pii.iter().any(|s| cs < s.end + NEAR && s.start < ce + NEAR)
+                || vetoing
+                    .iter()
+                    .any(|s| s.end <= cs && cs - s.end <= pii::NUMBER_VETO_REACH))
     })
 }
 

@@ -118,6 +118,19 @@ const VERSION_CUES: &[&str] = &[
     "version", "build", "firmware", "release", "upgrade", "update", "patch", "ver.", "v.",
 ];
 
+/// How far before a number `OTHER_NUMBER_CUES` and `VERSION_CUES` are looked for (bytes).
+pub const NUMBER_VETO_REACH: usize = 48;
+
+/// Whether `s` holds a word that, before a number, makes it something other than PII
+/// (`invoice`, `version`, …): removing it by a scrub could turn a later number into PII.
+pub fn holds_number_veto(s: &[u8]) -> bool {
+    let lower = String::from_utf8_lossy(s).to_ascii_lowercase();
+    OTHER_NUMBER_CUES
+        .iter()
+        .chain(VERSION_CUES)
+        .any(|c| lower.contains(c))
+}
+
 /// Start of the value after the last separator (whitespace, `=`, `:`, quote) in `[start, end)`.
 fn tail_start(text: &[u8], start: usize, end: usize) -> usize {
     text[start..end]
@@ -168,7 +181,7 @@ fn validate(name: &str, text: &[u8], start: usize, end: usize) -> Option<(usize,
             {
                 return None;
             }
-            let lo = start.saturating_sub(48);
+            let lo = start.saturating_sub(NUMBER_VETO_REACH);
             let window = String::from_utf8_lossy(&text[lo..start]).to_ascii_lowercase();
             let line = window.rsplit('\n').next().unwrap_or("");
             ok(!VERSION_CUES.iter().any(|c| line.contains(c)) && !matches!(before, b'v' | b'V'))
