@@ -579,8 +579,9 @@ impl Scanner {
 /// - a span glued to a letter or digit (word boundaries move);
 /// - a candidate that overlaps or comes within 3 bytes of a span without lying inside it (it lost
 ///   an overlap, or its validator read the span's bytes as neighbours);
-/// - a span holding a word that vetoes a number after it (`invoice`, `version`, …) with a
-///   candidate starting within the veto's reach after it.
+/// - a candidate with a span shortly before it and a word that vetoes numbers (`invoice`,
+///   `version`, …) within the veto's byte reach: a placeholder of another length moves the word
+///   out of reach, or removes it.
 fn needs_rescan(text: &[u8], rules: &[Rule], cands: &[Candidate], pii: &[PiiSpan]) -> bool {
     const NEAR: usize = 3;
     let glued =
@@ -591,18 +592,14 @@ fn needs_rescan(text: &[u8], rules: &[Rule], cands: &[Candidate], pii: &[PiiSpan
     {
         return true;
     }
-    let vetoing: Vec<&PiiSpan> = pii
-        .iter()
-        .filter(|s| pii::holds_number_veto(&text[s.start..s.end]))
-        .collect();
+    let reach = pii::NUMBER_VETO_REACH;
     cands.iter().any(|c| {
         let (cs, ce) = (c.start as usize, c.end as usize);
         rules[c.rule as usize].kind != RuleKind::Pii(PiiKind::Context)
             && !pii.iter().any(|s| s.start <= cs && ce <= s.end)
             && (pii.iter().any(|s| cs < s.end + NEAR && s.start < ce + NEAR)
-                || vetoing
-                    .iter()
-                    .any(|s| s.end <= cs && cs - s.end <= pii::NUMBER_VETO_REACH))
+                || pii.iter().any(|s| s.end <= cs && cs - s.end < reach)
+                    && pii::holds_number_veto(&text[cs.saturating_sub(reach)..cs]))
     })
 }
 

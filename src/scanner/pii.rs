@@ -122,7 +122,7 @@ const VERSION_CUES: &[&str] = &[
 pub const NUMBER_VETO_REACH: usize = 48;
 
 /// Whether `s` holds a word that, before a number, makes it something other than PII
-/// (`invoice`, `version`, …): removing it by a scrub could turn a later number into PII.
+/// (`invoice`, `version`, …).
 pub fn holds_number_veto(s: &[u8]) -> bool {
     let lower = String::from_utf8_lossy(s).to_ascii_lowercase();
     OTHER_NUMBER_CUES
