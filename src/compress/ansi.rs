@@ -49,6 +49,14 @@ fn escape_len(b: &[u8]) -> usize {
 }
 
 /// The text without escapes and progress overwrites; `None` when there is nothing to remove.
+/// Whether `strip` could change `text`: it holds an escape, or a carriage return that does not
+/// end a line (a progress-bar overwrite). Two SIMD searches.
+pub(crate) fn may_change(text: &str) -> bool {
+    let b = text.as_bytes();
+    memchr::memchr(ESC, b).is_some()
+        || memchr::memchr_iter(b'\r', b).any(|i| b.get(i + 1) != Some(&b'\n'))
+}
+
 pub fn strip(text: &str) -> Option<String> {
     let b = text.as_bytes();
     let has_bare_cr = b

@@ -69,10 +69,29 @@ fn value_end(b: &[u8]) -> Option<usize> {
 }
 
 /// Minifies the JSON found in `text`; `None` when nothing changes.
+/// Whether `minify_embedded` could change `text`: only JSON that starts the text or a line, or
+/// sits in a fence, is minified, so some line must start (after blanks) with `{`, `[` or a fence
+/// character. One SIMD search per line break.
+pub(crate) fn may_change(text: &str) -> bool {
+    let b = text.as_bytes();
+    let opens = |start: usize| {
+        let rest = &b[start..];
+        let lead = rest.iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+        matches!(rest.get(lead), Some(b'{' | b'[' | b'`' | b'~'))
+    };
+    text.trim_start().starts_with(['{', '['])
+        || opens(0)
+        || memchr::memchr_iter(b'\n', b).any(|i| opens(i + 1))
+}
+
 pub fn minify_embedded(text: &str) -> Option<String> {
-    if !text.bytes().any(|b| b == b'{' || b == b'[') {
+    if !may_change(text) {
         return None;
     }
+    minify_embedded_unchecked(text)
+}
+
+pub(crate) fn minify_embedded_unchecked(text: &str) -> Option<String> {
     let trimmed = text.trim();
     if trimmed.starts_with(['{', '[']) && trimmed.contains('\n') && is_json(trimmed) {
         let m = minify(trimmed);

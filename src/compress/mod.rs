@@ -242,6 +242,9 @@ fn compress_inner<'a>(
             },
         )
     };
+    if !may_change(text, cfg) {
+        return unchanged(text);
+    }
     let ranges = normalize_ranges(text, protect);
     let shield = match Shield::new(text, &ranges) {
         Some(s) => s,
@@ -302,6 +305,18 @@ fn compress_inner<'a>(
 }
 
 /// Clipped, char-aligned, sorted, merged, non-empty ranges.
+/// Whether any enabled pass could change `text` (a cheap superset check: most prompts have
+/// nothing for the default passes, and skip the shielding and the passes altogether). `dedup`
+/// always runs: it also records blocks for later messages.
+fn may_change(text: &str, cfg: &CompressConfig) -> bool {
+    Pass::ALL.into_iter().filter(|&p| cfg.enabled(p)).any(|p| match p {
+        Pass::Ansi => ansi::may_change(text),
+        Pass::Whitespace => whitespace::may_change(text, cfg.max_blank_lines),
+        Pass::Json => json::may_change(text),
+        Pass::Comments | Pass::StackTraces | Pass::Dedup => true,
+    })
+}
+
 fn normalize_ranges(text: &str, protect: &[Range<usize>]) -> Vec<Range<usize>> {
     let mut v: Vec<Range<usize>> = protect
         .iter()
@@ -512,6 +527,56 @@ pub(crate) fn truncate_chars(s: &str, max: usize) -> &str {
 #[allow(clippy::single_range_in_vec_init, clippy::reversed_empty_ranges)]
 mod tests {
     use super::*;
+
+    /// The cheap checks never skip a text a pass would have changed: random texts over the bytes
+    /// the passes react to, each pass run directly against its check.
+    #[test]
+    fn may_change_checks_are_supersets_of_the_passes() {
+        const ALPHA: &[&str] = &[
+            " ", "\t", "\n", "\r", "{", "}", "[", "]", "`", "~", "\x1b", "a", "\"", ":", "1", ",",
+            "```", "```json\n", "\x1b[31m", "\r\n", "é",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        // JSON-shaped pieces, so that embedded documents actually occur
+        const JSONISH: &[&str] = &[
+            "{\n  \"a\": 1\n}", "[1,\n 2]", "  {\"k\": [1, 2]}", "\n", "text ", "```\n", "```json\n",
+            "~~~\n", "\t[\n\"x\"\n]", " ", "{", "}\n", "log[42]: ", "\r\n",
+        ];
+        let mut changed = [0usize; 3];
+        for i in 0..20_000 {
+            let len = (next() % 24) as usize;
+            let alpha = if i % 2 == 0 { ALPHA } else { JSONISH };
+            let t: String = (0..len)
+                .map(|_| alpha[(next() % alpha.len() as u64) as usize])
+                .collect();
+            for max in [0usize, 1, 2] {
+                if whitespace::collapse(&t, max).is_some() {
+                    changed[0] += 1;
+                    assert!(whitespace::may_change(&t, max), "whitespace {t:?}");
+                }
+            }
+            if ansi::strip(&t).is_some() {
+                changed[1] += 1;
+                assert!(ansi::may_change(&t), "ansi {t:?}");
+            }
+            if json::minify_embedded_unchecked(&t).is_some() {
+                changed[2] += 1;
+                assert!(json::may_change(&t), "json {t:?}");
+            }
+            // minify_embedded returns early on its own check; compare with the full walk
+            let full = compress(&t, &CompressConfig::default(), &[]).0;
+            if full != t {
+                assert!(may_change(&t, &CompressConfig::default()), "{t:?}");
+            }
+        }
+        assert!(changed.iter().all(|&n| n > 50), "{changed:?}");
+    }
 
     #[test]
     fn nothing_to_do_borrows() {

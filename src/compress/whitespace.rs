@@ -6,33 +6,30 @@ use super::{classify_lines, LineKind};
 
 /// Cheap over-approximation of "collapse would change something" (the common clean prompt
 /// skips the copy): a blank or CR before a newline or at the end, or a run of blank lines.
-fn may_change(text: &str, max_blank_lines: usize) -> bool {
+/// Whether `collapse` could shorten `text`: a blank or CR before a line break or at the end, or
+/// more than `max_blank_lines` blank lines in a row. One SIMD search per line break; a line is
+/// looked at only up to its first non-blank byte.
+pub(crate) fn may_change(text: &str, max_blank_lines: usize) -> bool {
     let b = text.as_bytes();
     if matches!(b.last(), Some(b' ' | b'\t' | b'\r')) {
         return true;
     }
     let mut blank_run = 0usize;
-    let mut line_blank = true;
-    for (i, &c) in b.iter().enumerate() {
-        match c {
-            b'\n' => {
-                if i > 0 && matches!(b[i - 1], b' ' | b'\t' | b'\r') {
-                    return true;
-                }
-                blank_run = if line_blank { blank_run + 1 } else { 0 };
-                if blank_run > max_blank_lines {
-                    return true;
-                }
-                line_blank = true;
-            }
-            b' ' | b'\t' => {}
-            _ => line_blank = false,
+    let mut line_start = 0usize;
+    for nl in memchr::memchr_iter(b'\n', b) {
+        if nl > 0 && matches!(b[nl - 1], b' ' | b'\t' | b'\r') {
+            return true;
         }
+        let blank = b[line_start..nl].iter().all(|&c| c == b' ' || c == b'\t');
+        blank_run = if blank { blank_run + 1 } else { 0 };
+        if blank_run > max_blank_lines {
+            return true;
+        }
+        line_start = nl + 1;
     }
     false
 }
 
-/// The collapsed text; `None` when nothing changes.
 pub fn collapse(text: &str, max_blank_lines: usize) -> Option<String> {
     if !may_change(text, max_blank_lines) {
         return None;
