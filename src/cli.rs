@@ -54,13 +54,13 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysCommand,
     },
-    /// Offline evaluation: JSON lines on stdin (`{"prompt": ...}` or a chat body) → one JSON line
-    /// per input with category, tier, security verdict, PII spans and the scrubbed text.
     /// Print the routing decision for a prompt, for a person (`tierflow route "text"`).
     Route {
         /// The prompt text.
         text: String,
     },
+    /// Offline evaluation: JSON lines on stdin (`{"prompt": ...}` or a chat body) → one JSON line
+    /// per input with category, tier, security verdict, PII spans and the scrubbed text.
     Inspect,
     /// Requests, tokens and cost from the ledger, grouped.
     Usage {

@@ -308,7 +308,7 @@ fn compress_inner<'a>(
 /// Whether any enabled pass could change `text` (a cheap superset check: most prompts have
 /// nothing for the default passes, and skip the shielding and the passes altogether). `dedup`
 /// always runs: it also records blocks for later messages.
-fn may_change(text: &str, cfg: &CompressConfig) -> bool {
+pub fn may_change(text: &str, cfg: &CompressConfig) -> bool {
     Pass::ALL.into_iter().filter(|&p| cfg.enabled(p)).any(|p| match p {
         Pass::Ansi => ansi::may_change(text),
         Pass::Whitespace => whitespace::may_change(text, cfg.max_blank_lines),

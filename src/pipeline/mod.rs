@@ -614,6 +614,21 @@ async fn chat(
     }
     // Compression: each variant above loses what the model does not need (placeholders kept).
     let packed = match cfg.compression.for_category(decision.category) {
+        // Nothing any enabled pass could change (most prompts): no JSON parse of the messages.
+        // Judged on the parsed texts when they are all of them (an OpenAI-shaped body as the
+        // client sent it); scrubbing adds nothing a pass reacts to outside placeholders, which
+        // compression never touches.
+        Some(cc)
+            if inbound.is_none()
+                && messages_override.is_none()
+                && req.texts_complete
+                && !req
+                    .messages
+                    .iter()
+                    .any(|m| crate::compress::may_change(&m.text, cc)) =>
+        {
+            compress::Variants::default()
+        }
         Some(cc) => {
             let inputs = compress::Inputs {
                 plain: messages_override

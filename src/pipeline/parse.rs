@@ -154,6 +154,10 @@ pub struct ChatRequest<'a> {
     pub route: RouteOptions,
     pub has_tools: bool,
     pub has_audio: bool,
+    /// Every text-bearing field of `messages` is in `messages[].text` (contents are strings or
+    /// parts of the known types): a stage that looks for something in the text (compression's
+    /// may-change check) can trust `messages` alone.
+    pub texts_complete: bool,
     pub messages: Vec<MessageText<'a>>,
     pub max_tokens: Option<u64>,
     /// `temperature` when it is a number (the cache only stores deterministic requests).
@@ -306,6 +310,7 @@ fn chat_request_from_tape<'i>(value: TapeValue<'_, 'i>) -> Result<ChatRequest<'i
         ));
     }
     let mut has_audio = has_audio_modality;
+    let mut texts_complete = true;
     let mut has_tool_messages = false;
     let mut messages = Vec::with_capacity(messages_value.len());
     for (i, m) in messages_value.iter().enumerate() {
@@ -377,7 +382,8 @@ fn chat_request_from_tape<'i>(value: TapeValue<'_, 'i>) -> Result<ChatRequest<'i
                                 joined.push_str(t);
                             }
                             "input_audio" | "audio" => has_audio = true,
-                            _ => {}
+                            "image_url" | "input_image" | "file" | "input_file" => {}
+                            _ => texts_complete = false,
                         }
                     }
                     Cow::Owned(joined)
@@ -398,6 +404,7 @@ fn chat_request_from_tape<'i>(value: TapeValue<'_, 'i>) -> Result<ChatRequest<'i
         route,
         has_tools: has_tools || has_tool_messages,
         has_audio,
+        texts_complete,
         messages,
         max_tokens,
         temperature,
