@@ -4,12 +4,18 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::FixedState;
+
 use serde_json::Value;
 
 /// BERT WordPiece parameters read from tokenizer.json; `None` from `from_json` when the file is
 /// not the plain uncased BERT layout this path reproduces.
 pub struct AsciiWordPiece {
-    vocab: HashMap<String, u32>,
+    /// Word-initial pieces, and continuation pieces stored without their `##` (so a lookup is
+    /// a slice of the lower-cased word, no string building). Fixed-seed hashing: the tables are
+    /// fixed at load, a prompt only queries them.
+    starts: HashMap<Box<[u8]>, u32, FixedState>,
+    conts: HashMap<Box<[u8]>, u32, FixedState>,
     unk_id: u32,
     cls_id: u32,
     sep_id: u32,
@@ -17,7 +23,8 @@ pub struct AsciiWordPiece {
     /// Texts of the added (special) tokens (`[CLS]`, `[SEP]`, …): where one occurs in a prompt
     /// `tokenizers` splits it out whole, so such prompts take the full pipeline.
     specials: Vec<Vec<u8>>,
-    piece: String,
+    /// The current word, lower-cased.
+    lower: Vec<u8>,
 }
 
 impl AsciiWordPiece {
@@ -65,14 +72,23 @@ impl AsciiWordPiece {
         if specials.iter().any(|c| c.first() != Some(&b'[')) {
             return None;
         }
+        let mut starts = HashMap::with_capacity_and_hasher(vocab.len(), FixedState::default());
+        let mut conts = HashMap::with_capacity_and_hasher(vocab.len() / 4, FixedState::default());
+        for (k, &v) in &vocab {
+            match k.strip_prefix("##") {
+                Some(c) => conts.insert(c.as_bytes().into(), v),
+                None => starts.insert(k.as_bytes().into(), v),
+            };
+        }
         Some(AsciiWordPiece {
-            vocab,
+            starts,
+            conts,
             unk_id,
             cls_id,
             sep_id,
             max_word_chars,
             specials,
-            piece: String::with_capacity(128),
+            lower: Vec::with_capacity(128),
         })
     }
 
@@ -130,19 +146,15 @@ impl AsciiWordPiece {
             return;
         }
         let mark = out.len();
+        self.lower.clear();
+        self.lower.extend(word.iter().map(u8::to_ascii_lowercase));
         let mut start = 0;
         while start < word.len() {
             let mut end = word.len();
             let mut found = None;
+            let table = if start == 0 { &self.starts } else { &self.conts };
             while start < end {
-                self.piece.clear();
-                if start > 0 {
-                    self.piece.push_str("##");
-                }
-                for &c in &word[start..end] {
-                    self.piece.push(c.to_ascii_lowercase() as char);
-                }
-                if let Some(&id) = self.vocab.get(self.piece.as_str()) {
+                if let Some(&id) = table.get(&self.lower[start..end]) {
                     found = Some(id);
                     break;
                 }
