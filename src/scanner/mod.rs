@@ -324,6 +324,18 @@ impl Scanner {
 
     /// Scans `text`: threats on the original and its evasion variants, PII on the original.
     pub fn scan(&self, scratch: &mut ScanScratch, text: &str, opts: &ScanOptions) -> ScanReport {
+        self.scan_inner(scratch, text, opts, true)
+    }
+
+    /// `scan`; `settle`: whether PII spans are settled to a fixpoint of scrubbing (off for the
+    /// scans `settle_pii` makes itself, so settling never nests).
+    fn scan_inner(
+        &self,
+        scratch: &mut ScanScratch,
+        text: &str,
+        opts: &ScanOptions,
+        settle: bool,
+    ) -> ScanReport {
         let ScanScratch {
             hs,
             loc,
@@ -492,7 +504,7 @@ impl Scanner {
             );
         }
 
-        if !pii.is_empty() && needs_rescan(text.as_bytes(), rules, cands, &pii) {
+        if settle && !pii.is_empty() && needs_rescan(text.as_bytes(), rules, cands, &pii) {
             self.settle_pii(scratch, text, opts, &mut pii);
         }
 
@@ -540,7 +552,7 @@ impl Scanner {
                 pos = s.end;
             }
             shaped.push_str(&text[pos..]);
-            let found = self.scan(scratch, &shaped, &only_pii).pii;
+            let found = self.scan_inner(scratch, &shaped, &only_pii, false).pii;
             let mut added = false;
             for f in found {
                 if segs.iter().any(|&(_, _, a, b)| a < f.end && f.start < b) {
