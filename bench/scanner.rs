@@ -87,6 +87,22 @@ fn bench(c: &mut Criterion) {
             black_box(scrub(&big, &r.pii, &mut v));
         })
     });
+    // Adversarial density: 32 KB of values glued to each other and to digits, each one a
+    // settle trigger (a scan must stay linear in the number of candidates and spans).
+    let mut dense = String::new();
+    let mut n = 0u32;
+    while dense.len() < 32 * 1024 {
+        dense.push_str(&format!("u{n}@x.example7 +44 20 7946 {:04} invoice ", n % 10_000));
+        n += 1;
+    }
+    dense.truncate(32 * 1024);
+    c.bench_function("gateway_scan_scrub_32kb_pii_dense", |b| {
+        b.iter(|| {
+            let r = scanner.scan(&mut scratch, black_box(&dense), &gateway);
+            let mut v = Vault::new();
+            black_box(scrub(&dense, &r.pii, &mut v));
+        })
+    });
     // The two halves of one scan, for profiling: threat rules (with evasion variants), PII.
     let threats_only = ScanOptions {
         pii: false,

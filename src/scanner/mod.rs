@@ -605,13 +605,22 @@ fn needs_rescan(text: &[u8], rules: &[Rule], cands: &[Candidate], pii: &[PiiSpan
         return true;
     }
     let reach = pii::NUMBER_VETO_REACH;
+    // `pii` is sorted and non-overlapping, so its ends are sorted too: each candidate looks only
+    // at the spans within reach of it (no candidates × spans product on PII-dense text).
     cands.iter().any(|c| {
+        if rules[c.rule as usize].kind == RuleKind::Pii(PiiKind::Context) {
+            return false;
+        }
         let (cs, ce) = (c.start as usize, c.end as usize);
-        rules[c.rule as usize].kind != RuleKind::Pii(PiiKind::Context)
-            && !pii.iter().any(|s| s.start <= cs && ce <= s.end)
-            && (pii.iter().any(|s| cs < s.end + NEAR && s.start < ce + NEAR)
-                || pii.iter().any(|s| s.end <= cs && cs - s.end < reach)
-                    && pii::holds_number_veto(&text[cs.saturating_sub(reach)..cs]))
+        let first = pii.partition_point(|s| s.end + reach <= cs);
+        let (mut inside, mut near, mut before) = (false, false, false);
+        for s in pii[first..].iter().take_while(|s| s.start < ce + NEAR) {
+            inside |= s.start <= cs && ce <= s.end;
+            near |= cs < s.end + NEAR;
+            before |= s.end <= cs;
+        }
+        !inside
+            && (near || before && pii::holds_number_veto(&text[cs.saturating_sub(reach)..cs]))
     })
 }
 

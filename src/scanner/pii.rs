@@ -124,11 +124,16 @@ pub const NUMBER_VETO_REACH: usize = 48;
 /// Whether `s` holds a word that, before a number, makes it something other than PII
 /// (`invoice`, `version`, …).
 pub fn holds_number_veto(s: &[u8]) -> bool {
-    let lower = String::from_utf8_lossy(s).to_ascii_lowercase();
+    let mut buf = [0u8; NUMBER_VETO_REACH];
+    let s = &s[s.len().saturating_sub(NUMBER_VETO_REACH)..];
+    let lower = &mut buf[..s.len()];
+    for (d, c) in lower.iter_mut().zip(s) {
+        *d = c.to_ascii_lowercase();
+    }
     OTHER_NUMBER_CUES
         .iter()
         .chain(VERSION_CUES)
-        .any(|c| lower.contains(c))
+        .any(|c| memchr::memmem::find(lower, c.as_bytes()).is_some())
 }
 
 /// Start of the value after the last separator (whitespace, `=`, `:`, quote) in `[start, end)`.
