@@ -98,7 +98,10 @@ fn bench(c: &mut Criterion) {
     let mut dense = String::new();
     let mut n = 0u32;
     while dense.len() < 32 * 1024 {
-        dense.push_str(&format!("u{n}@x.example7 +44 20 7946 {:04} invoice ", n % 10_000));
+        dense.push_str(&format!(
+            "u{n}@x.example7 +44 20 7946 {:04} invoice ",
+            n % 10_000
+        ));
         n += 1;
     }
     dense.truncate(32 * 1024);

@@ -438,7 +438,12 @@ mod tests {
             [
                 "fn f(xs: &[u32]) -> u32 { xs[0] + xs[i+1] }",
                 "02:14:37 export-job[4412]: PUT s3://x -> 403 [warn] [[nested]] [CLS",
-                "[", "a[", "[]", "[sep]x", "[ SEP ]", "[MASKED] [PADDING]",
+                "[",
+                "a[",
+                "[]",
+                "[sep]x",
+                "[ SEP ]",
+                "[MASKED] [PADDING]",
             ]
             .map(String::from),
         );

@@ -152,7 +152,11 @@ impl AsciiWordPiece {
         while start < word.len() {
             let mut end = word.len();
             let mut found = None;
-            let table = if start == 0 { &self.starts } else { &self.conts };
+            let table = if start == 0 {
+                &self.starts
+            } else {
+                &self.conts
+            };
             while start < end {
                 if let Some(&id) = table.get(&self.lower[start..end]) {
                     found = Some(id);

@@ -76,7 +76,10 @@ pub(crate) fn may_change(text: &str) -> bool {
     let b = text.as_bytes();
     let opens = |start: usize| {
         let rest = &b[start..];
-        let lead = rest.iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+        let lead = rest
+            .iter()
+            .take_while(|&&c| c == b' ' || c == b'\t')
+            .count();
         matches!(rest.get(lead), Some(b'{' | b'[' | b'`' | b'~'))
     };
     text.trim_start().starts_with(['{', '['])

@@ -309,12 +309,15 @@ fn compress_inner<'a>(
 /// nothing for the default passes, and skip the shielding and the passes altogether). `dedup`
 /// always runs: it also records blocks for later messages.
 pub fn may_change(text: &str, cfg: &CompressConfig) -> bool {
-    Pass::ALL.into_iter().filter(|&p| cfg.enabled(p)).any(|p| match p {
-        Pass::Ansi => ansi::may_change(text),
-        Pass::Whitespace => whitespace::may_change(text, cfg.max_blank_lines),
-        Pass::Json => json::may_change(text),
-        Pass::Comments | Pass::StackTraces | Pass::Dedup => true,
-    })
+    Pass::ALL
+        .into_iter()
+        .filter(|&p| cfg.enabled(p))
+        .any(|p| match p {
+            Pass::Ansi => ansi::may_change(text),
+            Pass::Whitespace => whitespace::may_change(text, cfg.max_blank_lines),
+            Pass::Json => json::may_change(text),
+            Pass::Comments | Pass::StackTraces | Pass::Dedup => true,
+        })
 }
 
 fn normalize_ranges(text: &str, protect: &[Range<usize>]) -> Vec<Range<usize>> {
@@ -533,8 +536,27 @@ mod tests {
     #[test]
     fn may_change_checks_are_supersets_of_the_passes() {
         const ALPHA: &[&str] = &[
-            " ", "\t", "\n", "\r", "{", "}", "[", "]", "`", "~", "\x1b", "a", "\"", ":", "1", ",",
-            "```", "```json\n", "\x1b[31m", "\r\n", "é",
+            " ",
+            "\t",
+            "\n",
+            "\r",
+            "{",
+            "}",
+            "[",
+            "]",
+            "`",
+            "~",
+            "\x1b",
+            "a",
+            "\"",
+            ":",
+            "1",
+            ",",
+            "```",
+            "```json\n",
+            "\x1b[31m",
+            "\r\n",
+            "é",
         ];
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = || {
@@ -545,8 +567,20 @@ mod tests {
         };
         // JSON-shaped pieces, so that embedded documents actually occur
         const JSONISH: &[&str] = &[
-            "{\n  \"a\": 1\n}", "[1,\n 2]", "  {\"k\": [1, 2]}", "\n", "text ", "```\n", "```json\n",
-            "~~~\n", "\t[\n\"x\"\n]", " ", "{", "}\n", "log[42]: ", "\r\n",
+            "{\n  \"a\": 1\n}",
+            "[1,\n 2]",
+            "  {\"k\": [1, 2]}",
+            "\n",
+            "text ",
+            "```\n",
+            "```json\n",
+            "~~~\n",
+            "\t[\n\"x\"\n]",
+            " ",
+            "{",
+            "}\n",
+            "log[42]: ",
+            "\r\n",
         ];
         let mut changed = [0usize; 3];
         for i in 0..20_000 {

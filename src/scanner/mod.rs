@@ -596,8 +596,10 @@ impl Scanner {
 ///   out of reach, or removes it.
 fn needs_rescan(text: &[u8], rules: &[Rule], cands: &[Candidate], pii: &[PiiSpan]) -> bool {
     const NEAR: usize = 3;
-    let glued =
-        |i: Option<usize>| i.and_then(|i| text.get(i)).is_some_and(u8::is_ascii_alphanumeric);
+    let glued = |i: Option<usize>| {
+        i.and_then(|i| text.get(i))
+            .is_some_and(u8::is_ascii_alphanumeric)
+    };
     if pii
         .iter()
         .any(|s| glued(s.start.checked_sub(1)) || glued(Some(s.end)))
@@ -619,8 +621,7 @@ fn needs_rescan(text: &[u8], rules: &[Rule], cands: &[Candidate], pii: &[PiiSpan
             near |= cs < s.end + NEAR;
             before |= s.end <= cs;
         }
-        !inside
-            && (near || before && pii::holds_number_veto(&text[cs.saturating_sub(reach)..cs]))
+        !inside && (near || before && pii::holds_number_veto(&text[cs.saturating_sub(reach)..cs]))
     })
 }
 

@@ -292,27 +292,29 @@ fn harmful_requests_suffixes_and_quoted_mentions() {
     assert!(!flagged("How do I build a birdhouse step by step?"));
 }
 
+/// Scrub then rehydrate gives `text` back, and scrubbing the scrubbed text changes nothing.
+fn assert_scrub_round_trip_and_idempotent(text: &str) {
+    let r = scan(text);
+    let mut vault = Vault::new();
+    let scrubbed = scrub(text, &r.pii, &mut vault);
+    assert_eq!(vault.rehydrate_text(&scrubbed), text);
+    let r2 = scan(&scrubbed);
+    let mut v2 = Vault::new();
+    assert_eq!(
+        scrub(&scrubbed, &r2.pii, &mut v2),
+        scrubbed,
+        "{text:?}: {:?}",
+        r.pii
+    );
+}
+
 /// Fuzz finding (scrub_roundtrip, 2026-11-23): a name span that was only the head of a placeholder
 /// already in the text (`Mr Person_00013` → `Person`) was scrubbed again.
 #[test]
 fn scrubbing_scrubbed_text_changes_nothing_even_for_placeholder_heads() {
-    let text = "c55+ll5 10100 or Mr Ma3 555\u{1c}010ampme";
-    let r = scan(text);
-    let mut vault = Vault::new();
-    let scrubbed = scrub(text, &r.pii, &mut vault);
-    assert_eq!(vault.rehydrate_text(&scrubbed), text);
-    let r2 = scan(&scrubbed);
-    let mut v2 = Vault::new();
-    assert_eq!(scrub(&scrubbed, &r2.pii, &mut v2), scrubbed);
+    assert_scrub_round_trip_and_idempotent("c55+ll5 10100 or Mr Ma3 555\u{1c}010ampme");
     // a span across two placeholders (phone placeholder, then an IPv6-looking tail)
-    let text = "ca 0  t15`acki+40 0%00002001:db8::0 ";
-    let r = scan(text);
-    let mut vault = Vault::new();
-    let scrubbed = scrub(text, &r.pii, &mut vault);
-    assert_eq!(vault.rehydrate_text(&scrubbed), text);
-    let r2 = scan(&scrubbed);
-    let mut v2 = Vault::new();
-    assert_eq!(scrub(&scrubbed, &r2.pii, &mut v2), scrubbed);
+    assert_scrub_round_trip_and_idempotent("ca 0  t15`acki+40 0%00002001:db8::0 ");
     // and directly: the head of a person placeholder is not a name
     let again = scan("Please ask Mr Person_0001 about it, or Mrs Person_0002.");
     assert!(
@@ -322,12 +324,13 @@ fn scrubbing_scrubbed_text_changes_nothing_even_for_placeholder_heads() {
     );
 }
 
-/// Fuzz finding (scrub_roundtrip, CI 2026-11-23): the email won the overlap with the longer phone
-/// reading `+1555 055 01`, the phone was dropped whole, and a second scrub found `+1555 055`.
-/// A shorter validated reading that does not overlap is kept instead.
+/// Fuzz findings (scrub_roundtrip, CI and a local campaign, 2026-11-23): validators read a value's
+/// neighbours and veto words before it, and a scrub changes both, so a second scrub found values
+/// the first let through. The scanner now settles its spans to a fixpoint of scrubbing.
 #[test]
-fn a_value_losing_an_overlap_keeps_its_shorter_reading() {
+fn scrubbing_settles_values_whose_context_the_scrub_changes() {
     for text in [
+        // the email won the overlap with the longer phone reading `+1555 055 01`
         "a ll +1555 055 01x@y.exie",
         "call +1555 055 01x@y.example today",
         // the email held the word that said the later number was no phone ("invoice")
@@ -335,12 +338,6 @@ fn a_value_losing_an_overlap_keeps_its_shorter_reading() {
         // the placeholder, longer than the email, pushed "license" out of the veto's reach
         "^ ll` +150 license0050 00x@y.eyY?` +1551005",
     ] {
-        let r = scan(text);
-        let mut vault = Vault::new();
-        let scrubbed = scrub(text, &r.pii, &mut vault);
-        assert_eq!(vault.rehydrate_text(&scrubbed), text);
-        let r2 = scan(&scrubbed);
-        let mut v2 = Vault::new();
-        assert_eq!(scrub(&scrubbed, &r2.pii, &mut v2), scrubbed, "{:?}", r.pii);
+        assert_scrub_round_trip_and_idempotent(text);
     }
 }
