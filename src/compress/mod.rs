@@ -701,27 +701,22 @@ mod tests {
             "ok".to_string(),
             format!("Read src/main.rs again:\n\n{file}"),
         ];
-        let mut h = DedupHistory::default();
-        let outs: Vec<String> = msgs
-            .iter()
-            .map(|m| {
-                compress_with_history(m, &CompressConfig::default(), &[], &mut h)
-                    .0
-                    .into_owned()
-            })
-            .collect();
+        // one conversation through one history, message by message
+        let conversation = |msgs: &[String]| -> Vec<String> {
+            let mut h = DedupHistory::default();
+            msgs.iter()
+                .map(|m| {
+                    compress_with_history(m, &CompressConfig::default(), &[], &mut h)
+                        .0
+                        .into_owned()
+                })
+                .collect()
+        };
+        let outs = conversation(&msgs);
         assert_eq!(outs[0], msgs[0]);
         assert_eq!(outs[2], "Read src/main.rs again:\n\n[identical to a block in an earlier message: fn main() {…]\n");
         // Same conversation, next turn: earlier messages compress identically.
-        let mut h2 = DedupHistory::default();
-        let again: Vec<String> = msgs
-            .iter()
-            .map(|m| {
-                compress_with_history(m, &CompressConfig::default(), &[], &mut h2)
-                    .0
-                    .into_owned()
-            })
-            .collect();
+        let again = conversation(&msgs);
         assert_eq!(again, outs);
     }
 

@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use crate::config::{Config, Dialect};
+use crate::config::{Config, Dialect, Provider};
 use crate::error::GatewayError;
 use crate::http::client::{ResponseHead, UpstreamConn, UpstreamIoError};
 use crate::http::pool::Endpoint;
@@ -173,16 +173,7 @@ pub async fn forward(
         let first_byte_timeout_ms = decision
             .timeout_ms
             .unwrap_or(provider.first_byte_timeout_ms);
-        let ep = Endpoint {
-            pool_key: &provider.pool_key,
-            host: &provider.host,
-            addrs: &provider.addrs,
-            port: provider.port,
-            tls: provider.tls_config.as_ref(),
-            connect_timeout_ms: provider.connect_timeout_ms,
-            max_idle: provider.pool_max_idle,
-            idle_ms: provider.pool_idle_ms,
-        };
+        let ep = endpoint(provider);
         let attempt_start = Instant::now();
         let result = try_once(worker, &ep, &mut wire, first_byte_timeout_ms).await;
         let record = |ok: bool, at: Instant| {
@@ -315,6 +306,20 @@ fn health_order(
         decision.fallback,
         now_ms,
     )
+}
+
+/// Where and how to reach `provider`'s upstream (its pool, address, TLS and timeouts).
+pub(crate) fn endpoint(provider: &Provider) -> Endpoint<'_> {
+    Endpoint {
+        pool_key: &provider.pool_key,
+        host: &provider.host,
+        addrs: &provider.addrs,
+        port: provider.port,
+        tls: provider.tls_config.as_ref(),
+        connect_timeout_ms: provider.connect_timeout_ms,
+        max_idle: provider.pool_max_idle,
+        idle_ms: provider.pool_idle_ms,
+    }
 }
 
 /// One target: checkout, send, read the head. A reused connection that turns out dead is replaced

@@ -11,7 +11,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Dialect};
-use crate::http::pool::Endpoint;
 use crate::providers;
 use crate::providers::anthropic::{chat_to_messages_request, RequestOptions};
 
@@ -107,16 +106,7 @@ async fn probe_once(worker: &Worker, cfg: &Config, target: usize) -> bool {
     let mut wire = Vec::with_capacity(body.len() + 512);
     providers::write_chat_request_head(&mut wire, provider, body.len(), false);
     wire.extend_from_slice(&body);
-    let ep = Endpoint {
-        pool_key: &provider.pool_key,
-        host: &provider.host,
-        addrs: &provider.addrs,
-        port: provider.port,
-        tls: provider.tls_config.as_ref(),
-        connect_timeout_ms: provider.connect_timeout_ms,
-        max_idle: provider.pool_max_idle,
-        idle_ms: provider.pool_idle_ms,
-    };
+    let ep = super::forward::endpoint(provider);
     // A hanging upstream must not stall this core's probe round for the provider's full
     // first-byte timeout (minutes for reasoning models); a minimal request answers fast.
     let timeout_ms = provider
