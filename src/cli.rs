@@ -397,6 +397,7 @@ fn serve(config: Config, config_path: Option<PathBuf>, overrides: Overrides) -> 
                 Err(e)
             }
         };
+        crate::runtime::return_free_memory();
         crate::runtime::notify::notify("READY=1");
         result
     };

@@ -65,6 +65,8 @@ impl SecurityEngine {
                     }
                     Err(e) => Some(e),
                 };
+                // Loading and compiling allocate far more than the scanner keeps.
+                crate::runtime::return_free_memory();
                 let _ = e2.started.set(failed);
             });
         if let Err(e) = spawned {
