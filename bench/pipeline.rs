@@ -97,8 +97,10 @@ fn route_once(
     let mut vault = None;
     let scrubbed = if screening.pii_seen {
         let v = vault.insert(Vault::new());
-        security::messages_member(body, &members)
-            .and_then(|m| security::scrub_messages(scanner, m, v))
+        security::messages_member(body, &members).and_then(|m| {
+            let known = security::known_pii(&req.messages, &screening);
+            security::scrub_messages(scanner, m, v, &known)
+        })
     } else {
         None
     };

@@ -384,8 +384,7 @@ async fn chat(
     } else {
         security::Screening {
             verdict: "CLEAN",
-            threats: Vec::new(),
-            pii_seen: false,
+            ..security::Screening::unscanned()
         }
     };
     acct.security = screening.ledger_verdict();
@@ -602,13 +601,15 @@ async fn chat(
         let base = messages_override
             .as_deref()
             .or_else(|| security::messages_member(body, &members));
-        pii_messages = base.and_then(|b| security::scrub_messages(s, b, vault));
+        // The screening already scanned these texts: their spans are reused, not rescanned.
+        let known = security::known_pii(&req.messages, &screening);
+        pii_messages = base.and_then(|b| security::scrub_messages(s, b, vault, &known));
         if let (Some(_), Some(i), Some(m)) = (&pii_messages, &inbound, &anthropic_members) {
             let base = anthropic_override
                 .as_deref()
                 .or_else(|| security::messages_member(i.original, m));
             anthropic_pii = base
-                .and_then(|b| security::scrub_messages(s, b, vault))
+                .and_then(|b| security::scrub_messages(s, b, vault, &known))
                 .map(|(b, _)| b);
         }
     }

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::SecuritySettings;
 use crate::scanner::{
-    scrub, BlockOn, JsonEscaper, Rehydrator, ScanOptions, ScanScratch, Scanner, Severity, Threat,
-    Vault,
+    scrub, BlockOn, JsonEscaper, PiiSpan, Rehydrator, ScanOptions, ScanScratch, Scanner, Severity,
+    Threat, Vault,
 };
 
 use super::parse::MessageText;
@@ -216,6 +216,10 @@ pub struct Screening {
     pub threats: Vec<Threat>,
     /// Some message text holds a PII candidate (only looked for when asked): scrub the body.
     pub pii_seen: bool,
+    /// Per message of the request (same order), the PII spans the screening found in its text,
+    /// where it looked (`None`: not scanned for PII). The scrubber reuses them for the JSON
+    /// strings equal to a screened text instead of scanning them again (`scrub_messages`).
+    pub pii_spans: Vec<Option<Vec<PiiSpan>>>,
 }
 
 impl Screening {
@@ -224,6 +228,7 @@ impl Screening {
             verdict: "UNSCANNED",
             threats: Vec::new(),
             pii_seen: false,
+            pii_spans: Vec::new(),
         }
     }
 
@@ -279,8 +284,15 @@ pub fn screen(
     let mut worst = crate::scanner::Verdict::Clean;
     let mut threats: Vec<Threat> = Vec::new();
     let mut pii_seen = false;
+    let mut pii_spans: Vec<Option<Vec<PiiSpan>>> = Vec::new();
+    if want_pii {
+        pii_spans.resize(messages.len(), None);
+    }
     let ok = with_scratch(scanner, |scratch| {
-        for m in messages.iter().filter(|m| !m.text.is_empty()) {
+        for (i, m) in messages.iter().enumerate() {
+            if m.text.is_empty() {
+                continue;
+            }
             let r = if scanned_role(m.role, settings.scan_system) {
                 scanner.scan(scratch, &m.text, &opts)
             } else if want_pii && !pii_seen {
@@ -289,6 +301,9 @@ pub fn screen(
                 continue;
             };
             pii_seen |= !r.pii.is_empty();
+            if let Some(slot) = pii_spans.get_mut(i) {
+                *slot = Some(r.pii);
+            }
             worst = worst.max(r.verdict);
             for t in r.threats {
                 if !threats.iter().any(|x| x.rule == t.rule) {
@@ -304,6 +319,7 @@ pub fn screen(
         verdict: worst.as_str(),
         threats,
         pii_seen,
+        pii_spans,
     }
 }
 
@@ -318,53 +334,86 @@ fn pii_opts() -> ScanOptions {
     }
 }
 
+/// Texts already scanned for PII, with the spans found (possibly none): `Screening::pii_spans`
+/// paired with the message texts it was made from.
+pub type KnownPii<'a> = [(&'a str, &'a [PiiSpan])];
+
+/// `known` for `scrub_messages` from a screening and the messages it screened.
+pub fn known_pii<'a>(
+    messages: &'a [MessageText<'_>],
+    screening: &'a Screening,
+) -> Vec<(&'a str, &'a [PiiSpan])> {
+    messages
+        .iter()
+        .zip(&screening.pii_spans)
+        .filter_map(|(m, spans)| spans.as_deref().map(|s| (m.text.as_ref(), s)))
+        .collect()
+}
+
 /// Scrubs every text string of a `messages` array (OpenAI or Anthropic shape: `content`,
-/// `text` and tool-call `arguments` strings, at any depth) into `vault`. Returns the new
-/// `messages` bytes and the number of spans replaced, or `None` when nothing was found.
+/// `text` and tool-call `arguments` strings, at any depth) into `vault`. A string equal to one
+/// of the `known` texts takes its spans (the screening's scan of the same text; equality is
+/// checked byte for byte, so a rewritten or multi-part message is simply scanned here). Returns
+/// the new `messages` bytes and the number of spans replaced, or `None` when nothing was found.
 pub fn scrub_messages(
     scanner: &Scanner,
     messages_json: &[u8],
     vault: &mut Vault,
+    known: &KnownPii<'_>,
 ) -> Option<(Vec<u8>, u32)> {
     let mut v: serde_json::Value = serde_json::from_slice(messages_json).ok()?;
     let mut count = 0u32;
-    with_scratch(scanner, |scratch| {
-        walk(&mut v, false, scanner, scratch, vault, &mut count)
-    })?;
+    let mut scrubber = Scrubber {
+        scanner,
+        vault,
+        known,
+        count: &mut count,
+    };
+    with_scratch(scanner, |scratch| scrubber.walk(&mut v, false, scratch))?;
     if count == 0 {
         return None;
     }
     serde_json::to_vec(&v).ok().map(|b| (b, count))
 }
 
-fn walk(
-    v: &mut serde_json::Value,
-    text_key: bool,
-    scanner: &Scanner,
-    scratch: &mut ScanScratch,
-    vault: &mut Vault,
-    count: &mut u32,
-) {
-    match v {
-        serde_json::Value::String(s) if text_key => {
-            let r = scanner.scan(scratch, s, &pii_opts());
-            if !r.pii.is_empty() {
-                *count += r.pii.len() as u32;
-                *s = scrub(s, &r.pii, vault);
+struct Scrubber<'s, 'k> {
+    scanner: &'s Scanner,
+    vault: &'s mut Vault,
+    known: &'s KnownPii<'k>,
+    count: &'s mut u32,
+}
+
+impl Scrubber<'_, '_> {
+    fn walk(&mut self, v: &mut serde_json::Value, text_key: bool, scratch: &mut ScanScratch) {
+        match v {
+            serde_json::Value::String(s) if text_key => {
+                let known = self.known.iter().find(|(t, _)| *t == s.as_str());
+                let scanned;
+                let spans: &[PiiSpan] = match known {
+                    Some((_, spans)) => spans,
+                    None => {
+                        scanned = self.scanner.scan(scratch, s, &pii_opts()).pii;
+                        &scanned
+                    }
+                };
+                if !spans.is_empty() {
+                    *self.count += spans.len() as u32;
+                    *s = scrub(s, spans, self.vault);
+                }
             }
-        }
-        serde_json::Value::Array(a) => {
-            for x in a {
-                walk(x, text_key, scanner, scratch, vault, count);
+            serde_json::Value::Array(a) => {
+                for x in a {
+                    self.walk(x, text_key, scratch);
+                }
             }
-        }
-        serde_json::Value::Object(o) => {
-            for (k, x) in o.iter_mut() {
-                let t = matches!(k.as_str(), "content" | "text" | "arguments");
-                walk(x, t, scanner, scratch, vault, count);
+            serde_json::Value::Object(o) => {
+                for (k, x) in o.iter_mut() {
+                    let t = matches!(k.as_str(), "content" | "text" | "arguments");
+                    self.walk(x, t, scratch);
+                }
             }
+            _ => {}
         }
-        _ => {}
     }
 }
 
@@ -603,7 +652,7 @@ mod tests {
         ]);
         let bytes = serde_json::to_vec(&msgs).unwrap();
         let mut vault = Vault::new();
-        let (out, n) = scrub_messages(&s, &bytes, &mut vault).unwrap();
+        let (out, n) = scrub_messages(&s, &bytes, &mut vault, &[]).unwrap();
         assert_eq!(n, 1);
         let text = String::from_utf8(out.clone()).unwrap();
         assert!(!text.contains(&email));
@@ -611,9 +660,88 @@ mod tests {
         assert!(scrub_messages(
             &s,
             br#"[{"role":"user","content":"hello"}]"#,
-            &mut Vault::new()
+            &mut Vault::new(),
+            &[]
         )
         .is_none());
+    }
+
+    #[test]
+    fn screening_finds_the_spans_a_pii_scan_finds_and_the_scrubber_reuses_them() {
+        let s = scanner();
+        let settings = SecuritySettings::default();
+        let email = format!("{}.{}@example.org", "jane", "doe");
+        let msgs = vec![
+            MessageText {
+                role: "system",
+                text: Cow::Borrowed("You are terse. Escalations: ops@example.com"),
+            },
+            MessageText {
+                role: "user",
+                text: Cow::Owned(format!("mail {email}, call +44 20 7946 0958")),
+            },
+            MessageText {
+                role: "assistant",
+                text: Cow::Borrowed("Sure."),
+            },
+            MessageText {
+                role: "user",
+                text: Cow::Borrowed("no personal data here"),
+            },
+        ];
+        let screening = screen(&s, &msgs, &settings, true);
+        assert!(screening.pii_seen);
+        assert_eq!(screening.pii_spans.len(), msgs.len());
+        let mut scratch = s.new_scratch().unwrap();
+        for (m, spans) in msgs.iter().zip(&screening.pii_spans) {
+            if let Some(spans) = spans {
+                assert_eq!(
+                    spans,
+                    &s.scan(&mut scratch, &m.text, &pii_opts()).pii,
+                    "{}",
+                    m.role
+                );
+            }
+        }
+        assert_eq!(screening.pii_spans[1].as_ref().map(Vec::len), Some(2));
+        // Without `want_pii` nothing is kept.
+        assert!(screen(&s, &msgs, &settings, false).pii_spans.is_empty());
+
+        // The scrubber takes the known spans for equal strings: a made-up span over "here"
+        // is applied although no scan would find anything there, while a string that is not
+        // a known text (the multi-part message) is scanned.
+        let fake = [PiiSpan {
+            start: "no personal data ".len(),
+            end: "no personal data here".len(),
+            kind: crate::scanner::PiiKind::Email,
+        }];
+        let known = [("no personal data here", &fake[..])];
+        let body = serde_json::json!([
+            {"role": "user", "content": "no personal data here"},
+            {"role": "user", "content": [{"type": "text", "text": format!("to {email}")}]},
+        ]);
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let mut vault = Vault::new();
+        let (out, n) = scrub_messages(&s, &bytes, &mut vault, &known).unwrap();
+        assert_eq!(n, 2);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(
+            !text.contains("data here") && !text.contains(&email),
+            "{text}"
+        );
+        assert_eq!(vault.rehydrate(&out), bytes);
+        // And with the screening's own spans the result equals a scrub that scans everything.
+        let body: Vec<serde_json::Value> = msgs
+            .iter()
+            .map(|m| serde_json::json!({"role": m.role, "content": m.text}))
+            .collect();
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let known = known_pii(&msgs, &screening);
+        let reused =
+            scrub_messages(&s, &bytes, &mut Vault::new(), &known).map(|(b, n)| (b.len(), n));
+        let scanned = scrub_messages(&s, &bytes, &mut Vault::new(), &[]).map(|(b, n)| (b.len(), n));
+        assert_eq!(reused, scanned);
+        assert_eq!(reused.map(|r| r.1), Some(3));
     }
 
     #[test]
