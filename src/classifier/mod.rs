@@ -6,6 +6,7 @@ pub mod batcher;
 pub mod input;
 pub mod model;
 pub mod rules;
+mod seqmax;
 pub mod wordpiece;
 
 pub use batcher::{

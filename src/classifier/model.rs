@@ -131,12 +131,14 @@ impl Model {
                 InferenceFact::dt_shape(i64::datum_type(), tvec!(batch.to_dim(), seq.to_dim()));
             model.set_input_fact(ix, fact).map_err(onnx_err)?;
         }
-        let typed = model
+        let mut typed = model
             .into_typed()
             .map_err(onnx_err)?
             .into_decluttered()
             .map_err(onnx_err)?;
         check_output_facts(&typed)?;
+        // tract's generic ReduceMax was a third of the inference time (see `seqmax`).
+        super::seqmax::replace_reduce_max(&mut typed).map_err(onnx_err)?;
 
         let mut plans = Vec::with_capacity(SEQ_BUCKETS.len());
         for seq_tokens in SEQ_BUCKETS {
