@@ -26,6 +26,13 @@
 //! Then the fast path's vocabulary split into word-start and `##` tables looked up by slices of
 //! the lower-cased word (no string per lookup, fixed-seed foldhash), fuzzer stopped:
 //!   model text+tokenize+infer+decide, 1.5 KB   144 µs;  batch 1 / 8 / 32  63 µs / 293 µs / 1.01 ms
+//!
+//! 2026-11-23 (session 4), a CI build running on the other core, old and new bench binaries
+//! alternated twice in one run: tract's generic `Reduce<Max>` (the max-pooling over the sequence,
+//! one ndarray slice per output element) replaced by `SeqMax` at load (src/classifier/seqmax.rs):
+//!   tokenize+infer batch 1 / 8 / 32            69–71 µs → 56 µs / 328–330 µs → 210–218 µs /
+//!                                              1.17–1.23 ms → 0.63–0.67 ms (27 k → 48–51 k prompts/s)
+//!   model text+tokenize+infer+decide, 1.5 KB   155–161 µs → 138–145 µs
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
