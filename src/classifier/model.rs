@@ -9,7 +9,7 @@ use tokenizers::Tokenizer;
 use tract_onnx::prelude::*;
 
 use super::input::push_head_tail;
-use super::wordpiece::AsciiWordPiece;
+use super::wordpiece::BertWordPiece;
 
 /// One model answer: category probabilities in `Category::ALL` order and the probability that
 /// the request needs a strong model (difficulty).
@@ -59,7 +59,7 @@ struct Plan {
 pub struct Model {
     tokenizer: Tokenizer,
     /// Exact ASCII fast path of the same tokenizer, when tokenizer.json is plain BERT WordPiece.
-    fast: Option<AsciiWordPiece>,
+    fast: Option<BertWordPiece>,
     plans: Vec<Plan>,
     pad_id: i64,
     head_tokens: usize,
@@ -154,7 +154,7 @@ impl Model {
         }
         Ok(Model {
             tokenizer,
-            fast: AsciiWordPiece::from_json(tokenizer_json),
+            fast: BertWordPiece::from_json(tokenizer_json),
             plans,
             pad_id,
             head_tokens: DEFAULT_HEAD_TOKENS,
@@ -397,12 +397,12 @@ mod tests {
     }
 
     #[test]
-    fn ascii_fast_path_matches_tokenizers_exactly() {
+    fn fast_path_matches_tokenizers_exactly() {
         let json =
             std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tokenizer.json"))
                 .expect("read");
         let mut fast =
-            AsciiWordPiece::from_json(&json).expect("models/tokenizer.json is BERT WordPiece");
+            BertWordPiece::from_json(&json).expect("models/tokenizer.json is BERT WordPiece");
         let mut slow = Tokenizer::from_bytes(&json).expect("tokenizer");
         slow.with_truncation(None).expect("no truncation");
         slow.with_padding(None);
@@ -449,23 +449,66 @@ mod tests {
             ]
             .map(String::from),
         );
-        // The routing dev set when it is beside the repo (../shared in CI, /work/shared here).
-        for path in [
-            "../shared/data/routing/dev.jsonl",
-            "/work/shared/data/routing/dev.jsonl",
-        ] {
-            if let Ok(data) = std::fs::read_to_string(path) {
-                for line in data.lines() {
-                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-                        if let Some(p) = v["prompt"].as_str() {
-                            texts.push(p.to_string());
+        // Every script and the characters BertNormalizer treats specially: accents (NFD, marks
+        // dropped), CJK ideographs (own words) next to kana and Hangul (NFD splits syllables),
+        // controls and format characters (deleted), odd whitespace, Unicode punctuation, case
+        // mappings to several chars (İ), ß, final sigma, emoji and ZWJ, the replacement char.
+        texts.extend(
+            [
+                "Café crème brûlée, naïve façade — Ångström; Øresund «quoted» ¿qué? ¡sí!",
+                "Größe der Straße: ÄÖÜ äöü — İstanbul'da IŞIK ılık; ΣΊΣΥΦΟΣ σοφός ς",
+                "Привет, мир! Как дела? Ёлка — съешь же ещё этих мягких французских булок",
+                "東京タワーは高い。北京欢迎你！한국어 문장입니다. 漢字とカタカナ、ひらがな。",
+                "مرحبا بالعالم، كيف حالك؟ שלום עולם हिन्दी में नमस्ते। ภาษาไทย สวัสดี",
+                "zero\u{200b}width\u{200d}joiner\u{2060}word\u{feff}bom \u{00ad}soft\u{00a0}nbsp\u{3000}ideo",
+                "ctrl\u{1}a\u{7f}b\u{85}c\u{9f}d\u{0}e\u{fffd}f \u{e000}private \u{1f600}😀 👩‍💻 🇩🇪",
+                "e\u{301}\u{302}\u{323} a\u{308}\u{331} ﬁﬂ ℌ ① ½ ㍿ Ⅻ ｆｕｌｌｗｉｄｔｈ ＡＢＣ１２３",
+                "𠀀𠀁 𪜀 丽 ⺀ 〇 々 ー ・ 「」『』【】〔〕",
+                "x̸̧̛̙̣͎͈͔̲̘̙̳͓̙̾̏͆̈́̇̄̉̋̍ zalgo ḁ̵̛͈͂ text",
+            ]
+            .map(String::from),
+        );
+        texts.push("é".repeat(101));
+        texts.push("日本語".repeat(60));
+        // A deterministic pseudo-random mix drawn from all of the above.
+        let pool: Vec<char> = texts.iter().flat_map(|t| t.chars()).collect();
+        for len in [5usize, 40, 300] {
+            for _ in 0..20 {
+                let t: String = (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        pool[(seed % pool.len() as u64) as usize]
+                    })
+                    .collect();
+                texts.push(t);
+            }
+        }
+        // The labelled dev sets when they are beside the repo (../shared, /work/shared here):
+        // thousands of real prompts in many languages.
+        for root in ["../shared/data", "/work/shared/data"] {
+            let mut found = false;
+            for (file, key) in [
+                ("routing/dev.jsonl", "prompt"),
+                ("injection/dev.jsonl", "prompt"),
+            ] {
+                if let Ok(data) = std::fs::read_to_string(format!("{root}/{file}")) {
+                    found = true;
+                    for line in data.lines() {
+                        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                            if let Some(p) = v[key].as_str() {
+                                texts.push(p.to_string());
+                            }
                         }
                     }
                 }
+            }
+            if found {
                 break;
             }
         }
-        let mut checked = 0;
+        let (mut checked, mut unicode_checked) = (0, 0);
         for t in &texts {
             let mut got = Vec::new();
             if !fast.encode(t, &mut got) {
@@ -474,17 +517,24 @@ mod tests {
             let want = slow.encode(t.as_str(), true).expect("encode");
             assert_eq!(got, want.get_ids(), "text {t:?}");
             checked += 1;
+            unicode_checked += usize::from(!t.is_ascii());
         }
+        eprintln!("fast path checked on {checked} texts, {unicode_checked} of them non-ASCII");
         assert!(
-            checked >= 13,
-            "fast path must handle plain ASCII, handled {checked}"
+            unicode_checked >= 70,
+            "{unicode_checked} non-ASCII texts checked"
+        );
+        assert!(
+            checked >= 100,
+            "fast path must handle ASCII and Unicode text, handled {checked}"
         );
         let mut out = Vec::new();
-        assert!(!fast.encode("héllo", &mut out) && out.is_empty());
+        assert!(fast.encode("héllo 東京", &mut out) && out.len() > 3);
+        out.clear();
         assert!(!fast.encode("a [SEP] b", &mut out));
         assert!(!fast.encode("x[CLS]", &mut out) && !fast.encode("[mask]", &mut out));
         assert!(out.is_empty());
-        assert!(!fast.encode("ab\u{1}cd", &mut out));
+        assert!(!fast.encode("日本 [SEP]", &mut out));
     }
 
     #[test]

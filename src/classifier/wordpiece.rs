@@ -1,16 +1,25 @@
-//! Exact fast path of the BERT uncased WordPiece tokenizer for pure-ASCII text (most prompts):
-//! the `tokenizers` pipeline spends ~100 µs per prompt in Unicode category tables and allocation;
-//! this does the same split and lookup in a few µs. Anything else goes to `tokenizers` (`model`).
+//! Exact fast path of the BERT uncased WordPiece tokenizer (`BertNormalizer` + `BertPreTokenizer`
+//! + `WordPiece` + `[CLS] $A [SEP]`): the `tokenizers` pipeline spends ~100 µs or more per prompt
+//! building alignment vectors and strings; this does the same normalisation, split and lookup
+//! without them. Pure-ASCII text (most prompts) takes a byte loop; other text a char pipeline
+//! built from the very functions `tokenizers` uses (`unicode_categories`, the NFD of
+//! `unicode-normalization-alignments`, `char::to_lowercase`), so the ids are the same by
+//! construction and checked against `tokenizers` in the tests. Only a text holding a special
+//! token's text (`[SEP]` …) goes to `tokenizers` (`model`).
+
+use std::iter::once;
 
 use std::collections::HashMap;
 
 use foldhash::fast::FixedState;
 
 use serde_json::Value;
+use unicode_categories::UnicodeCategories;
+use unicode_normalization_alignments::UnicodeNormalization;
 
 /// BERT WordPiece parameters read from tokenizer.json; `None` from `from_json` when the file is
 /// not the plain uncased BERT layout this path reproduces.
-pub struct AsciiWordPiece {
+pub struct BertWordPiece {
     /// Word-initial pieces, and continuation pieces stored without their `##` (so a lookup is
     /// a slice of the lower-cased word, no string building). Fixed-seed hashing: the tables are
     /// fixed at load, a prompt only queries them.
@@ -25,10 +34,42 @@ pub struct AsciiWordPiece {
     specials: Vec<Vec<u8>>,
     /// The current word, lower-cased.
     lower: Vec<u8>,
+    /// The normalised text (Unicode path).
+    norm: String,
 }
 
-impl AsciiWordPiece {
-    pub fn from_json(tokenizer_json: &[u8]) -> Option<AsciiWordPiece> {
+/// `BertNormalizer`'s whitespace: mapped to ' ' by clean_text.
+fn is_whitespace(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || c.is_whitespace()
+}
+
+/// `BertNormalizer`'s control characters (general category C*): deleted by clean_text.
+fn is_control(c: char) -> bool {
+    !matches!(c, '\t' | '\n' | '\r') && c.is_other()
+}
+
+/// `BertNormalizer`'s CJK ideographs: each becomes a word of its own.
+fn is_chinese_char(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x4E00..=0x9FFF
+            | 0x3400..=0x4DBF
+            | 0x20000..=0x2A6DF
+            | 0x2A700..=0x2B73F
+            | 0x2B740..=0x2B81F
+            | 0x2B920..=0x2CEAF
+            | 0xF900..=0xFAFF
+            | 0x2F800..=0x2FA1F
+    )
+}
+
+/// `BertPreTokenizer`'s punctuation: a word of its own.
+fn is_bert_punc(c: char) -> bool {
+    c.is_ascii_punctuation() || c.is_punctuation()
+}
+
+impl BertWordPiece {
+    pub fn from_json(tokenizer_json: &[u8]) -> Option<BertWordPiece> {
         let t: Value = serde_json::from_slice(tokenizer_json).ok()?;
         let n = &t["normalizer"];
         let bert_norm =
@@ -80,7 +121,7 @@ impl AsciiWordPiece {
                 None => starts.insert(k.as_bytes().into(), v),
             };
         }
-        Some(AsciiWordPiece {
+        Some(BertWordPiece {
             starts,
             conts,
             unk_id,
@@ -89,23 +130,16 @@ impl AsciiWordPiece {
             max_word_chars,
             specials,
             lower: Vec::with_capacity(128),
+            norm: String::with_capacity(1024),
         })
     }
 
     /// Appends `[CLS] pieces… [SEP]` for `text` to `out` and returns true, or returns false
-    /// without touching `out` when the text is not handled here (non-ASCII, or a special token's
-    /// text such as `[SEP]` inside it). A '[' that starts no special token is punctuation like
-    /// any other: code and logs (`xs[0]`, `job[4412]`) are full of them.
+    /// without touching `out` when the text is not handled here (a special token's text such as
+    /// `[SEP]` inside it). A '[' that starts no special token is punctuation like any other:
+    /// code and logs (`xs[0]`, `job[4412]`) are full of them.
     pub fn encode(&mut self, text: &str, out: &mut Vec<u32>) -> bool {
         let b = text.as_bytes();
-        // Control characters are deleted by clean_text (joining their neighbours): leave those
-        // rare texts to the full pipeline, like non-ASCII text.
-        let unusual = |c: &u8| {
-            !c.is_ascii() || *c == 0x7f || (*c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r'))
-        };
-        if b.iter().any(unusual) {
-            return false;
-        }
         // Special tokens are matched on the raw text (`normalized: false`); compared without
         // case here to stay on the safe side should a tokenizer normalise them.
         let special_at = |i: usize| {
@@ -115,6 +149,15 @@ impl AsciiWordPiece {
         };
         if memchr::memchr_iter(b'[', b).any(special_at) {
             return false;
+        }
+        // Non-ASCII text, and control characters (deleted by clean_text, joining their
+        // neighbours), take the char pipeline.
+        let unusual = |c: &u8| {
+            !c.is_ascii() || *c == 0x7f || (*c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r'))
+        };
+        if b.iter().any(unusual) {
+            self.encode_unicode(text, out);
+            return true;
         }
         out.push(self.cls_id);
         let mut i = 0;
@@ -138,6 +181,91 @@ impl AsciiWordPiece {
         }
         out.push(self.sep_id);
         true
+    }
+
+    /// Any text: `BertNormalizer` (clean_text, CJK characters spaced, NFD with nonspacing marks
+    /// dropped, lower-cased — in that order, as `tokenizers` applies them), then the
+    /// `BertPreTokenizer` split, then WordPiece on the normalised words.
+    fn encode_unicode(&mut self, text: &str, out: &mut Vec<u32>) {
+        let cleaned = text
+            .chars()
+            .filter(|&c| !(c == '\0' || c == '\u{fffd}' || is_control(c)))
+            .flat_map(|c| {
+                let (pad, c) = if is_whitespace(c) {
+                    (false, ' ')
+                } else {
+                    (is_chinese_char(c), c)
+                };
+                let pad = pad.then_some(' ');
+                pad.into_iter().chain(once(c)).chain(pad)
+            });
+        let mut norm = std::mem::take(&mut self.norm);
+        norm.clear();
+        for (c, _) in cleaned.nfd() {
+            if !c.is_mark_nonspacing() {
+                norm.extend(c.to_lowercase());
+            }
+        }
+        out.push(self.cls_id);
+        let mut start = None;
+        for (i, c) in norm.char_indices() {
+            let space = c.is_whitespace();
+            if space || is_bert_punc(c) {
+                if let Some(s) = start.take() {
+                    self.push_normalized_word(&norm[s..i], out);
+                }
+                if !space {
+                    self.push_normalized_word(&norm[i..i + c.len_utf8()], out);
+                }
+            } else if start.is_none() {
+                start = Some(i);
+            }
+        }
+        if let Some(s) = start {
+            self.push_normalized_word(&norm[s..], out);
+        }
+        out.push(self.sep_id);
+        self.norm = norm;
+    }
+
+    /// WordPiece on an already normalised word: longest vocabulary match first, shrinking by
+    /// whole chars; a word longer than `max_word_chars` chars, or one with a piece the vocabulary
+    /// lacks, is `[UNK]`.
+    fn push_normalized_word(&self, word: &str, out: &mut Vec<u32>) {
+        if word.chars().count() > self.max_word_chars {
+            out.push(self.unk_id);
+            return;
+        }
+        let mark = out.len();
+        let mut start = 0;
+        while start < word.len() {
+            let table = if start == 0 {
+                &self.starts
+            } else {
+                &self.conts
+            };
+            let mut end = word.len();
+            let mut found = None;
+            while start < end {
+                let piece = &word[start..end];
+                if let Some(&id) = table.get(piece.as_bytes()) {
+                    found = Some(id);
+                    break;
+                }
+                end -= piece.chars().next_back().map_or(1, char::len_utf8);
+            }
+            match found {
+                Some(id) => {
+                    out.push(id);
+                    start = end;
+                }
+                None => {
+                    out.truncate(mark);
+                    out.push(self.unk_id);
+                    return;
+                }
+            }
+        }
     }
 
     fn push_word(&mut self, word: &[u8], out: &mut Vec<u32>) {
