@@ -58,7 +58,8 @@ struct Plan {
 /// Tokenizer + router model. `!Sync` by intent: one thread (the classifier core) owns it.
 pub struct Model {
     tokenizer: Tokenizer,
-    /// Exact ASCII fast path of the same tokenizer, when tokenizer.json is plain BERT WordPiece.
+    /// Exact fast path of the same tokenizer (any text without a special token's text), when
+    /// tokenizer.json is plain BERT WordPiece.
     fast: Option<BertWordPiece>,
     plans: Vec<Plan>,
     pad_id: i64,
