@@ -212,27 +212,28 @@ impl BertWordPiece {
             let space = c.is_whitespace();
             if space || is_bert_punc(c) {
                 if let Some(s) = start.take() {
-                    self.push_normalized_word(&norm[s..i], out);
+                    self.push_normalized_word(norm[s..i].as_bytes(), out);
                 }
                 if !space {
-                    self.push_normalized_word(&norm[i..i + c.len_utf8()], out);
+                    self.push_normalized_word(norm[i..i + c.len_utf8()].as_bytes(), out);
                 }
             } else if start.is_none() {
                 start = Some(i);
             }
         }
         if let Some(s) = start {
-            self.push_normalized_word(&norm[s..], out);
+            self.push_normalized_word(norm[s..].as_bytes(), out);
         }
         out.push(self.sep_id);
         self.norm = norm;
     }
 
-    /// WordPiece on an already normalised word: longest vocabulary match first, shrinking by
-    /// whole chars; a word longer than `max_word_chars` chars, or one with a piece the vocabulary
-    /// lacks, is `[UNK]`.
-    fn push_normalized_word(&self, word: &str, out: &mut Vec<u32>) {
-        if word.chars().count() > self.max_word_chars {
+    /// WordPiece on an already normalised word (UTF-8 bytes): longest vocabulary match first,
+    /// shrinking by whole chars; a word longer than `max_word_chars` chars, or one with a piece
+    /// the vocabulary lacks, is `[UNK]`.
+    fn push_normalized_word(&self, word: &[u8], out: &mut Vec<u32>) {
+        let continuation = |b: u8| b & 0xC0 == 0x80;
+        if word.iter().filter(|&&b| !continuation(b)).count() > self.max_word_chars {
             out.push(self.unk_id);
             return;
         }
@@ -247,12 +248,14 @@ impl BertWordPiece {
             let mut end = word.len();
             let mut found = None;
             while start < end {
-                let piece = &word[start..end];
-                if let Some(&id) = table.get(piece.as_bytes()) {
+                if let Some(&id) = table.get(&word[start..end]) {
                     found = Some(id);
                     break;
                 }
-                end -= piece.chars().next_back().map_or(1, char::len_utf8);
+                end -= 1;
+                while end > start && continuation(word[end]) {
+                    end -= 1;
+                }
             }
             match found {
                 Some(id) => {
@@ -268,41 +271,10 @@ impl BertWordPiece {
         }
     }
 
+    /// An ASCII word: lower-cased, then WordPiece.
     fn push_word(&mut self, word: &[u8], out: &mut Vec<u32>) {
-        if word.len() > self.max_word_chars {
-            out.push(self.unk_id);
-            return;
-        }
-        let mark = out.len();
         self.lower.clear();
         self.lower.extend(word.iter().map(u8::to_ascii_lowercase));
-        let mut start = 0;
-        while start < word.len() {
-            let mut end = word.len();
-            let mut found = None;
-            let table = if start == 0 {
-                &self.starts
-            } else {
-                &self.conts
-            };
-            while start < end {
-                if let Some(&id) = table.get(&self.lower[start..end]) {
-                    found = Some(id);
-                    break;
-                }
-                end -= 1;
-            }
-            match found {
-                Some(id) => {
-                    out.push(id);
-                    start = end;
-                }
-                None => {
-                    out.truncate(mark);
-                    out.push(self.unk_id);
-                    return;
-                }
-            }
-        }
+        self.push_normalized_word(&self.lower, out);
     }
 }
