@@ -7,9 +7,8 @@
 //! construction and checked against `tokenizers` in the tests. Only a text holding a special
 //! token's text (`[SEP]` …) goes to `tokenizers` (`model`).
 
-use std::iter::once;
-
 use std::collections::HashMap;
+use std::iter::once;
 
 use foldhash::fast::FixedState;
 
