@@ -113,6 +113,9 @@ fn split_validator(s: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// How far around a delimited digit field an e-mail address is looked for (bytes).
+const FIELD_REACH: usize = 120;
+
 /// Words that, shortly before a dotted quad, mean it is a version number and not an address.
 const VERSION_CUES: &[&str] = &[
     "version", "build", "firmware", "release", "upgrade", "update", "patch", "ver.", "v.",
@@ -191,10 +194,52 @@ fn validate(name: &str, text: &[u8], start: usize, end: usize) -> Option<(usize,
             let lo = start.saturating_sub(NUMBER_VETO_REACH);
             let window = String::from_utf8_lossy(&text[lo..start]).to_ascii_lowercase();
             let line = window.rsplit('\n').next().unwrap_or("");
-            ok(!VERSION_CUES.iter().any(|c| line.contains(c)) && !matches!(before, b'v' | b'V'))
+            // A dotted quad in a test assertion (`assert f("…")==('1.2.3.4')`) is example data
+            // of a code prompt, not someone's address.
+            let code = line.contains("assert") || line.contains("==");
+            ok(!VERSION_CUES.iter().any(|c| line.contains(c))
+                && !code
+                && !matches!(before, b'v' | b'V'))
         }
         "ipv6" => ok(v::ipv6(s) && !before.is_ascii_hexdigit() && before != b':' && after != b':'),
         "dob" => ok(v::birth_date(s) && !s.starts_with(b"1900-")),
+        "dob_record" => {
+            // "On 01/05/1972 Kristen Freeman opened an account …": a full date written right
+            // before a person's name in a record. Only the date is the value; a birth year
+            // after 2012 reads as an event date (a log line, a signature), not a birth date.
+            let e = start + s.iter().position(u8::is_ascii_whitespace)?;
+            let d = &text[start..e];
+            let year = if d.get(4) == Some(&b'-') { &d[..4] } else { &d[d.len() - 4..] };
+            let year = std::str::from_utf8(year).ok()?.parse::<u32>().ok()?;
+            (v::birth_date(d) && year <= 2012 && !before.is_ascii_digit()).then_some((start, e))
+        }
+        "luhn12" => ok(v::luhn_len(s, 12..=12)
+            && s[0] != b'0'
+            && !before.is_ascii_digit()
+            && !after.is_ascii_digit()),
+        "nid12" => ok(!in_longer_group(text, start, end) && !after.is_ascii_digit()),
+        "phone_field" => {
+            // A whole field of a delimited contact record ("… | 2540868937 | a@b.org",
+            // "Name, Org, 789 172 068, a@b.pl") with an e-mail address in the same record.
+            let inner = |c: &u8| c.is_ascii_digit();
+            let s0 = start + s.iter().position(inner)?;
+            let e0 = start + s.iter().rposition(inner)? + 1;
+            let lo = start.saturating_sub(FIELD_REACH);
+            let hi = (end + FIELD_REACH).min(text.len());
+            let lo = memchr::memrchr(b'\n', &text[lo..start]).map_or(lo, |p| lo + p + 1);
+            let hi = memchr::memchr(b'\n', &text[end..hi]).map_or(hi, |p| end + p);
+            if memchr::memchr(b'@', &text[lo..start]).is_none()
+                && memchr::memchr(b'@', &text[end..hi]).is_none()
+            {
+                return None;
+            }
+            validate("phone", text, s0, e0)
+        }
+        "phone_label" => {
+            // A number followed by its label ("655 437 108 office", "28-64-66-98 fax").
+            let e0 = start + s.iter().rposition(u8::is_ascii_digit)? + 1;
+            validate("phone", text, start, e0)
+        }
         "pesel" => ok(v::pesel(s)),
         "bsn" => ok(v::bsn(s)),
         "cpf" => ok(v::cpf(s)),

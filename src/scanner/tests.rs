@@ -341,3 +341,44 @@ fn scrubbing_settles_values_whose_context_the_scrub_changes() {
         assert_scrub_round_trip_and_idempotent(text);
     }
 }
+
+/// Record-shaped PII the cue-less rules missed (dev set, 2026-11-23): a birth date written
+/// before a name, ID numbers after a bare "ID", 12-digit Maestro cards after a card cue, and
+/// phone numbers that are a field of a contact record or carry their label after them.
+#[test]
+fn record_shaped_values_and_their_lookalikes() {
+    let k = kinds("Summarize: On 01/05/1972 Kristen Freeman opened an account using ID 829603578.");
+    assert!(k.contains(&("01/05/1972", "DATE_OF_BIRTH")), "{k:?}");
+    // 829603578 passes the Dutch 11-proof: an ID, not an SSN
+    assert!(k.contains(&("829603578", "NATIONAL_ID")), "{k:?}");
+    let k = kinds("On 1974-10-21 Mr. Dex van der Kint opened an account using ID 401338686348.");
+    assert!(k.contains(&("1974-10-21", "DATE_OF_BIRTH")), "{k:?}");
+    assert!(k.contains(&("401338686348", "NATIONAL_ID")), "{k:?}");
+    // a 9-digit ID failing the 11-proof stays an SSN; an event date of this decade is no birth date
+    let k = kinds("On 03/02/2024 Anna Berg opened an account using ID 346197919");
+    assert!(k.contains(&("346197919", "SSN")), "{k:?}");
+    assert!(!k.iter().any(|(_, t)| *t == "DATE_OF_BIRTH"), "{k:?}");
+    assert_eq!(
+        kinds("I want to raise the limit on my card # 503890547220 please"),
+        vec![("503890547220", "CREDIT_CARD")]
+    );
+    // Luhn-invalid, or no card cue: not a card
+    assert!(kinds("my card # 503890547221 please").is_empty());
+    assert!(kinds("order 503890547220 shipped").is_empty());
+    let k = kinds("Contact: 4487 Stanley Bridge, Joycefort | 8762141524 | chris@price.com");
+    assert!(k.contains(&("8762141524", "PHONE")), "{k:?}");
+    let k = kinds("vCard: Daniel Świtaj, Myrcha Sp. z o.o., 789 172 068, iwo73@fpuh.com");
+    assert!(k.contains(&("789 172 068", "PHONE")), "{k:?}");
+    // the same field without an e-mail in its record is left alone
+    assert!(kinds("Totals | 8762141524 | 77").is_empty());
+    let k = kinds("Agency 55470 BUNDALAGUAH VIC 655 437 108 office +46 (0)179 459 33 fax");
+    assert!(k.contains(&("655 437 108", "PHONE")), "{k:?}");
+    // a dotted quad in a test assertion of a code prompt is example data
+    assert!(kinds("assert removezero_ip(\"216.08.094.196\")==('216.8.94.196')").is_empty());
+    for t in [
+        "Summarize: On 01/05/1972 Kristen Freeman opened an account using ID 401338686348.",
+        "my card # 503890547220 and | 8762141524 | chris@price.com",
+    ] {
+        assert_scrub_round_trip_and_idempotent(t);
+    }
+}

@@ -23,11 +23,17 @@ fn digits(s: &[u8], out: &mut [u8; 32]) -> Option<usize> {
 
 /// Luhn check over 13–19 digits, rejecting a single repeated digit.
 pub fn luhn(s: &[u8]) -> bool {
+    luhn_len(s, 13..=19)
+}
+
+/// Luhn check over a digit count in `lens` (12-digit Maestro numbers need a card cue; the
+/// caller decides), rejecting a single repeated digit.
+pub fn luhn_len(s: &[u8], lens: std::ops::RangeInclusive<usize>) -> bool {
     let mut d = [0u8; 32];
     let Some(n) = digits(s, &mut d) else {
         return false;
     };
-    if !(13..=19).contains(&n) || d[..n].iter().all(|&x| x == d[0]) {
+    if !lens.contains(&n) || d[..n].iter().all(|&x| x == d[0]) {
         return false;
     }
     let mut sum = 0u32;
