@@ -11,6 +11,7 @@
 pub mod cache;
 pub mod learned;
 pub mod locate;
+pub mod names;
 pub mod normalize;
 pub mod pii;
 pub mod quote;
@@ -482,8 +483,15 @@ impl Scanner {
 
         // 3. PII: validate candidates on the original text
         let mut pii = Vec::new();
-        if !cands.is_empty() {
+        if cands.is_empty() {
+            spans.clear();
+        } else {
             pii::resolve(text, rules, cands, spans);
+        }
+        if want_pii && opts.named_pii {
+            add_gazetteer_names(text, spans);
+        }
+        if !spans.is_empty() {
             let placeholders = if spans.is_empty() {
                 Vec::new()
             } else {
@@ -515,6 +523,25 @@ impl Scanner {
             pii,
         }
     }
+}
+
+/// Adds the names of the gazetteer ([`names::find`]) that no other span overlaps.
+fn add_gazetteer_names(text: &str, spans: &mut Vec<PiiSpan>) {
+    let mut found = Vec::new();
+    names::find(text, &mut found);
+    if found.is_empty() {
+        return;
+    }
+    for (start, end) in found {
+        if !spans.iter().any(|o| o.start < end && start < o.end) {
+            spans.push(PiiSpan {
+                start,
+                end,
+                kind: PiiKind::Person,
+            });
+        }
+    }
+    spans.sort_unstable_by_key(|s| s.start);
 }
 
 /// Rounds of [`Scanner::settle_pii`] at most; real text settles in one.

@@ -209,7 +209,11 @@ fn validate(name: &str, text: &[u8], start: usize, end: usize) -> Option<(usize,
             // after 2012 reads as an event date (a log line, a signature), not a birth date.
             let e = start + s.iter().position(u8::is_ascii_whitespace)?;
             let d = &text[start..e];
-            let year = if d.get(4) == Some(&b'-') { &d[..4] } else { &d[d.len() - 4..] };
+            let year = if d.get(4) == Some(&b'-') {
+                &d[..4]
+            } else {
+                &d[d.len() - 4..]
+            };
             let year = std::str::from_utf8(year).ok()?.parse::<u32>().ok()?;
             (v::birth_date(d) && year <= 2012 && !before.is_ascii_digit()).then_some((start, e))
         }
@@ -296,6 +300,8 @@ fn validate(name: &str, text: &[u8], start: usize, end: usize) -> Option<(usize,
             (colon < at && password_ok(&s[colon..at])).then_some((start + colon, start + at))
         }
         "person" => person_ok(s).then_some((start, end)),
+        // a house number, not a section number ("3.5 Multi-Language Bypass")
+        "street" => ok(before != b'.' && !before.is_ascii_digit()),
         "" | "any" => Some((start, end)),
         _ => None,
     }
@@ -366,6 +372,11 @@ fn password_ok(p: &[u8]) -> bool {
 
 /// Words that start a capitalised phrase but are not names.
 const NOT_NAMES: &[&str] = &[
+    "Mr",
+    "Mrs",
+    "Ms",
+    "Dr",
+    "Prof",
     "I",
     "The",
     "A",
