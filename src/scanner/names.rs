@@ -14,8 +14,8 @@
 //!
 //! Only `tierflow inspect` (named PII) runs this: the gateway's scrubber never replaces names,
 //! so a wrong guess here can not change a forwarded prompt. Dev set (2026-11-23): PERSON recall
-//! 0.21 → see README; the remaining misses are single given names, lower-case names and names
-//! whose given name is not in the lists.
+//! 0.21 → 0.66 at precision 0.99 with the cue rules; the remaining misses are single given
+//! names, lower-case names and names whose given name is not in the lists.
 
 use std::collections::HashSet;
 use std::sync::OnceLock;

@@ -210,9 +210,9 @@ fn validate(name: &str, text: &[u8], start: usize, end: usize) -> Option<(usize,
             let e = start + s.iter().position(u8::is_ascii_whitespace)?;
             let d = &text[start..e];
             let year = if d.get(4) == Some(&b'-') {
-                &d[..4]
+                d.get(..4)?
             } else {
-                &d[d.len() - 4..]
+                d.get(d.len().checked_sub(4)?..)?
             };
             let year = std::str::from_utf8(year).ok()?.parse::<u32>().ok()?;
             (v::birth_date(d) && year <= 2012 && !before.is_ascii_digit()).then_some((start, e))
