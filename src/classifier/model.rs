@@ -57,10 +57,7 @@ struct Plan {
 
 /// Tokenizer + router model. `!Sync` by intent: one thread (the classifier core) owns it.
 pub struct Model {
-    tokenizer: Tokenizer,
-    /// Exact fast path of the same tokenizer (any text without a special token's text), when
-    /// tokenizer.json is plain BERT WordPiece.
-    fast: Option<BertWordPiece>,
+    tokenizer: Tok,
     plans: Vec<Plan>,
     pad_id: i64,
     head_tokens: usize,
@@ -86,29 +83,34 @@ impl Model {
     pub fn embedded() -> Result<Model, ModelError> {
         static ONNX: &[u8] = include_bytes!("../../models/router.onnx");
         static TOKENIZER: &[u8] = include_bytes!("../../models/tokenizer.json");
-        Model::from_bytes(ONNX, TOKENIZER)
+        let model = Model::from_bytes(ONNX, TOKENIZER);
+        // Both were parsed into owned structures: their pages of the binary need not stay
+        // resident (a reload reads them again from the executable file).
+        crate::runtime::release_read_only(ONNX);
+        crate::runtime::release_read_only(TOKENIZER);
+        model
     }
 
     /// Builds the model from the bytes of `router.onnx` and `tokenizer.json`, checks the IO
     /// contract and optimises one plan per sequence bucket (batch stays symbolic).
     pub fn from_bytes(onnx: &[u8], tokenizer_json: &[u8]) -> Result<Model, ModelError> {
-        let mut tokenizer =
+        let mut full =
             Tokenizer::from_bytes(tokenizer_json).map_err(|e| ModelError::Tokenizer {
                 detail: e.to_string(),
             })?;
         // Truncation and padding are ours (head+tail, bucketed); the file's settings would fight them.
-        tokenizer
-            .with_truncation(None)
+        full.with_truncation(None)
             .map_err(|e| ModelError::Tokenizer {
                 detail: e.to_string(),
             })?;
-        let pad_id = tokenizer
+        let pad_id = full
             .get_padding()
             .map(|p| p.pad_id)
-            .or_else(|| tokenizer.token_to_id("[PAD]"))
-            .or_else(|| tokenizer.token_to_id("<pad>"))
+            .or_else(|| full.token_to_id("[PAD]"))
+            .or_else(|| full.token_to_id("<pad>"))
             .unwrap_or(0) as i64;
-        tokenizer.with_padding(None);
+        full.with_padding(None);
+        let tokenizer = Tok::choose(tokenizer_json, full);
 
         let onnx_err = |e: TractError| ModelError::Onnx {
             detail: format!("{e:#}"),
@@ -155,7 +157,6 @@ impl Model {
         }
         Ok(Model {
             tokenizer,
-            fast: BertWordPiece::from_json(tokenizer_json),
             plans,
             pad_id,
             head_tokens: DEFAULT_HEAD_TOKENS,
@@ -184,19 +185,18 @@ impl Model {
         self.cut.clear();
         push_head_tail(&mut self.cut, text, PRE_TOKENIZE_MAX_BYTES);
         row.clear();
-        if let Some(fast) = self.fast.as_mut() {
-            if fast.encode(&self.cut, row) {
-                cut_head_tail_in_place(row, self.head_tokens, MAX_SEQ_TOKENS);
-                return Ok(());
+        match &mut self.tokenizer {
+            Tok::Fast(fast) => fast.encode(&self.cut, row),
+            Tok::Full(full) => {
+                let enc = full.encode_fast(self.cut.as_str(), true).map_err(|e| {
+                    ModelError::Tokenizer {
+                        detail: e.to_string(),
+                    }
+                })?;
+                row.extend_from_slice(enc.get_ids());
             }
         }
-        let enc = self
-            .tokenizer
-            .encode_fast(self.cut.as_str(), true)
-            .map_err(|e| ModelError::Tokenizer {
-                detail: e.to_string(),
-            })?;
-        head_tail_tokens(enc.get_ids(), self.head_tokens, MAX_SEQ_TOKENS, row);
+        cut_head_tail_in_place(row, self.head_tokens, MAX_SEQ_TOKENS);
         Ok(())
     }
 
@@ -307,8 +307,48 @@ fn check_output_facts(model: &TypedModel) -> Result<(), ModelError> {
     Ok(())
 }
 
+/// The tokenizer a model runs. `tokenizers` loads tokenizer.json and defines the ids; when the
+/// file is the plain BERT uncased WordPiece layout and `BertWordPiece` reproduces `tokenizers`'
+/// ids on [`PROBES`], the fast path is kept and `tokenizers`' structures are dropped (~10 MB
+/// resident, and ~100 µs less per prompt); otherwise `tokenizers` tokenizes every prompt.
+enum Tok {
+    Fast(BertWordPiece),
+    Full(Box<Tokenizer>),
+}
+
+/// Texts both tokenizers must agree on before the fast one is trusted: ASCII prose and code,
+/// accents, CJK, controls, and special tokens' texts inside a prompt.
+const PROBES: &[&str] = &[
+    "Hello, World! def f(x): return x**2  # e.g. a+b=c; {json: \"x\"} `code` ~^|\\@#%&*_",
+    "Café crème brûlée — İstanbul'da IŞIK; Größe ΣΊΣΥΦΟΣ σοφός ς Привет, мир!",
+    "東京タワーは高い。北京欢迎你！한국어 문장 مرحبا हिन्दी ﬁ ① ｆｕｌｌ 😀 👩‍💻",
+    "ctrl\u{1}a\u{7f}b zero\u{200b}width e\u{301} xs[0] job[4412] [sep] [SEP] x[CLS]y [MASK]",
+    "Supercalifragilisticexpialidocious antidisestablishmentarianism 1234567890 3.14e-10",
+];
+
+impl Tok {
+    fn choose(json: &[u8], full: Tokenizer) -> Tok {
+        let Some(mut fast) = BertWordPiece::from_json(json) else {
+            return Tok::Full(Box::new(full));
+        };
+        let agree = PROBES.iter().all(|p| {
+            let mut got = Vec::new();
+            fast.encode(p, &mut got);
+            full.encode(*p, true)
+                .is_ok_and(|e| e.get_ids() == got.as_slice())
+        });
+        if agree {
+            Tok::Fast(fast)
+        } else {
+            Tok::Full(Box::new(full))
+        }
+    }
+}
+
 /// Keeps `ids` whole when it fits in `window`, else its first `head` and last `window - head`
-/// tokens (the [CLS] opener and the [SEP] closer survive the cut).
+/// tokens (the [CLS] opener and the [SEP] closer survive the cut); the copying reference of
+/// `cut_head_tail_in_place`.
+#[cfg(test)]
 pub fn head_tail_tokens(ids: &[u32], head: usize, window: usize, out: &mut Vec<u32>) {
     if ids.len() <= window {
         out.extend_from_slice(ids);
@@ -334,6 +374,19 @@ mod tests {
 
     fn testdata() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/classifier")
+    }
+
+    #[test]
+    fn shipped_tokenizer_runs_on_the_fast_path() {
+        let m = Model::embedded().expect("embedded model");
+        assert!(matches!(m.tokenizer, Tok::Fast(_)));
+        // a tokenizer.json that is not plain BERT WordPiece keeps `tokenizers`
+        let json = std::fs::read(testdata().join("tokenizer.json")).expect("fixture tokenizer");
+        let full = Tokenizer::from_bytes(&json).expect("tokenizer");
+        let mut broken: serde_json::Value = serde_json::from_slice(&json).expect("json");
+        broken["normalizer"]["lowercase"] = false.into();
+        let broken = serde_json::to_vec(&broken).expect("json");
+        assert!(matches!(Tok::choose(&broken, full), Tok::Full(_)));
     }
 
     #[test]
@@ -509,12 +562,24 @@ mod tests {
                 break;
             }
         }
+        // Special tokens' texts are split out whole (exact case only), anywhere.
+        texts.extend(
+            [
+                "a [SEP] b",
+                "x[CLS]",
+                "[mask] [MASK]ed",
+                "日本 [SEP]",
+                "[SEP][SEP]",
+                "[PAD]x[UNK]y [CLS",
+                "[[SEP]]",
+                "é[MASK]ü",
+            ]
+            .map(String::from),
+        );
         let (mut checked, mut unicode_checked) = (0, 0);
         for t in &texts {
             let mut got = Vec::new();
-            if !fast.encode(t, &mut got) {
-                continue;
-            }
+            fast.encode(t, &mut got);
             let want = slow.encode(t.as_str(), true).expect("encode");
             assert_eq!(got, want.get_ids(), "text {t:?}");
             checked += 1;
@@ -530,12 +595,8 @@ mod tests {
             "fast path must handle ASCII and Unicode text, handled {checked}"
         );
         let mut out = Vec::new();
-        assert!(fast.encode("héllo 東京", &mut out) && out.len() > 3);
-        out.clear();
-        assert!(!fast.encode("a [SEP] b", &mut out));
-        assert!(!fast.encode("x[CLS]", &mut out) && !fast.encode("[mask]", &mut out));
-        assert!(out.is_empty());
-        assert!(!fast.encode("日本 [SEP]", &mut out));
+        fast.encode("a [SEP] b", &mut out);
+        assert_eq!(out[2], 102, "[SEP] inside the text is its own id: {out:?}");
     }
 
     #[test]

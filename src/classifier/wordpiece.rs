@@ -4,8 +4,10 @@
 //! without them. Pure-ASCII text (most prompts) takes a byte loop; other text a char pipeline
 //! built from the very functions `tokenizers` uses (`unicode_categories`, the NFD of
 //! `unicode-normalization-alignments`, `char::to_lowercase`), so the ids are the same by
-//! construction and checked against `tokenizers` in the tests. Only a text holding a special
-//! token's text (`[SEP]` …) goes to `tokenizers` (`model`).
+//! construction and checked against `tokenizers` in the tests and the `wordpiece` fuzz target.
+//! A special token's text inside a prompt (`[SEP]` …) is split out whole, as `tokenizers` does
+//! for added tokens that are not normalised. `model` loads tokenizer.json with `tokenizers`,
+//! checks this path against it on probe texts, and then keeps only this one.
 
 use std::collections::HashMap;
 use std::iter::once;
@@ -28,9 +30,10 @@ pub struct BertWordPiece {
     cls_id: u32,
     sep_id: u32,
     max_word_chars: usize,
-    /// Texts of the added (special) tokens (`[CLS]`, `[SEP]`, …): where one occurs in a prompt
-    /// `tokenizers` splits it out whole, so such prompts take the full pipeline.
-    specials: Vec<Vec<u8>>,
+    /// The added (special) tokens (`[CLS]`, `[SEP]`, …) and their ids: where one's exact text
+    /// occurs in a prompt, `tokenizers` splits it out whole (leftmost, longest first).
+    specials: Vec<(Vec<u8>, u32)>,
+    pad_id: u32,
     /// The current word, lower-cased.
     lower: Vec<u8>,
     /// The normalised text (Unicode path).
@@ -99,19 +102,31 @@ impl BertWordPiece {
         }
         let cls_id = *vocab.get(&special(&single[0])?)?;
         let sep_id = *vocab.get(&special(&single[2])?)?;
-        // Added tokens that are not special could match inside text: not reproduced here.
+        // Added tokens: only the plain layout (special, matched on the raw text, no stripping
+        // or whole-word rule) is reproduced here.
         let added = t["added_tokens"].as_array()?;
-        if added.iter().any(|a| a["special"] != true) {
+        let plain = |a: &Value| {
+            a["special"] == true
+                && a["normalized"] == false
+                && a["lstrip"] != true
+                && a["rstrip"] != true
+                && a["single_word"] != true
+        };
+        if !added.iter().all(plain) {
             return None;
         }
-        let specials: Vec<Vec<u8>> = added
+        let specials: Vec<(Vec<u8>, u32)> = added
             .iter()
-            .map(|a| a["content"].as_str().map(|c| c.as_bytes().to_vec()))
+            .map(|a| {
+                let text = a["content"].as_str()?.as_bytes().to_vec();
+                Some((text, u32::try_from(a["id"].as_u64()?).ok()?))
+            })
             .collect::<Option<_>>()?;
-        // The '[' test in `encode` relies on every special token starting with '['.
-        if specials.iter().any(|c| c.first() != Some(&b'[')) {
+        // The '[' search in `encode` relies on every special token starting with '['.
+        if specials.iter().any(|(c, _)| c.first() != Some(&b'[')) {
             return None;
         }
+        let pad_id = vocab.get("[PAD]").copied().unwrap_or(0);
         let mut starts = HashMap::with_capacity_and_hasher(vocab.len(), FixedState::default());
         let mut conts = HashMap::with_capacity_and_hasher(vocab.len() / 4, FixedState::default());
         for (k, &v) in &vocab {
@@ -128,27 +143,49 @@ impl BertWordPiece {
             sep_id,
             max_word_chars,
             specials,
+            pad_id,
             lower: Vec::with_capacity(128),
             norm: String::with_capacity(1024),
         })
     }
 
-    /// Appends `[CLS] pieces… [SEP]` for `text` to `out` and returns true, or returns false
-    /// without touching `out` when the text is not handled here (a special token's text such as
-    /// `[SEP]` inside it). A '[' that starts no special token is punctuation like any other:
-    /// code and logs (`xs[0]`, `job[4412]`) are full of them.
-    pub fn encode(&mut self, text: &str, out: &mut Vec<u32>) -> bool {
+    /// The id of `[PAD]` (0 when the vocabulary has none).
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    /// Appends `[CLS] pieces… [SEP]` for `text` to `out`. A special token's exact text inside
+    /// the prompt (`[SEP]`) becomes its id, and the text between is tokenized on its own; a '['
+    /// that starts no special token is punctuation like any other: code and logs (`xs[0]`,
+    /// `job[4412]`) are full of them.
+    pub fn encode(&mut self, text: &str, out: &mut Vec<u32>) {
+        out.push(self.cls_id);
         let b = text.as_bytes();
-        // Special tokens are matched on the raw text (`normalized: false`); compared without
-        // case here to stay on the safe side should a tokenizer normalise them.
-        let special_at = |i: usize| {
-            self.specials
+        let mut from = 0;
+        for i in memchr::memchr_iter(b'[', b) {
+            if i < from {
+                continue;
+            }
+            let special = self
+                .specials
                 .iter()
-                .any(|sp| b.len() - i >= sp.len() && b[i..i + sp.len()].eq_ignore_ascii_case(sp))
-        };
-        if memchr::memchr_iter(b'[', b).any(special_at) {
-            return false;
+                .filter(|(sp, _)| b[i..].starts_with(sp))
+                .max_by_key(|(sp, _)| sp.len())
+                .map(|(sp, id)| (sp.len(), *id));
+            if let Some((len, id)) = special {
+                // specials are ASCII, so `i` and `i + len` are char boundaries
+                self.encode_segment(&text[from..i], out);
+                out.push(id);
+                from = i + len;
+            }
         }
+        self.encode_segment(&text[from..], out);
+        out.push(self.sep_id);
+    }
+
+    /// The pieces of a text without special tokens (no `[CLS]` / `[SEP]`).
+    fn encode_segment(&mut self, text: &str, out: &mut Vec<u32>) {
+        let b = text.as_bytes();
         // Non-ASCII text, and control characters (deleted by clean_text, joining their
         // neighbours), take the char pipeline.
         let unusual = |c: &u8| {
@@ -156,9 +193,8 @@ impl BertWordPiece {
         };
         if b.iter().any(unusual) {
             self.encode_unicode(text, out);
-            return true;
+            return;
         }
-        out.push(self.cls_id);
         let mut i = 0;
         while i < b.len() {
             let c = b[i];
@@ -178,8 +214,6 @@ impl BertWordPiece {
             }
             self.push_word(&b[start..i], out);
         }
-        out.push(self.sep_id);
-        true
     }
 
     /// Any text: `BertNormalizer` (clean_text, CJK characters spaced, NFD with nonspacing marks
@@ -205,7 +239,6 @@ impl BertWordPiece {
                 norm.extend(c.to_lowercase());
             }
         }
-        out.push(self.cls_id);
         let mut start = None;
         for (i, c) in norm.char_indices() {
             let space = c.is_whitespace();
@@ -223,7 +256,6 @@ impl BertWordPiece {
         if let Some(s) = start {
             self.push_normalized_word(norm[s..].as_bytes(), out);
         }
-        out.push(self.sep_id);
         self.norm = norm;
     }
 

@@ -274,6 +274,30 @@ pub fn return_free_memory() {
     unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
+/// Drops the resident pages of `bytes`, data embedded in the executable (`include_bytes!`) that was
+/// only read at start (the ONNX model, the tokenizer JSON). They are clean pages of a private file
+/// mapping: `MADV_DONTNEED` frees them now instead of whenever the kernel needs the memory, and a
+/// later read (a reload) faults them in again from the file. Only whole pages inside `bytes` are
+/// released, so neighbouring data is untouched.
+pub fn release_read_only(bytes: &'static [u8]) {
+    // SAFETY: sysconf has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let first = (bytes.as_ptr() as usize).div_ceil(page) * page;
+    let last = (bytes.as_ptr() as usize + bytes.len()) / page * page;
+    if last > first {
+        // SAFETY: [first, last) lies inside a `'static` read-only slice of the executable's
+        // mapping, page-aligned; for a private file mapping DONTNEED only drops clean pages, and
+        // the data reads back unchanged from the file on the next access.
+        unsafe {
+            libc::madvise(
+                first as *mut libc::c_void,
+                last - first,
+                libc::MADV_DONTNEED,
+            );
+        }
+    }
+}
+
 /// Loads the routing model and starts the classifier core (one ring pair per worker). On any
 /// failure the gateway still serves: `auto` is routed by the rule scorer, and the log says why.
 fn start_classifier(config: &Config, workers: usize) -> Vec<crate::classifier::ClassifierLink> {
@@ -536,4 +560,29 @@ pub fn spawn_signal_thread(
             }
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::release_read_only;
+
+    /// Released pages of embedded data read back unchanged (from the executable file), and the
+    /// bytes around them are untouched.
+    #[test]
+    fn released_embedded_bytes_read_back_unchanged() {
+        static BLOB: &[u8] = include_bytes!("../../models/tokenizer.json");
+        let sum = |b: &[u8]| {
+            b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &c| {
+                (h ^ c as u64).wrapping_mul(0x100_0000_01b3)
+            })
+        };
+        let before = (sum(BLOB), BLOB.len(), BLOB[0], BLOB[BLOB.len() - 1]);
+        release_read_only(BLOB);
+        assert_eq!(
+            (sum(BLOB), BLOB.len(), BLOB[0], BLOB[BLOB.len() - 1]),
+            before
+        );
+        release_read_only(&BLOB[1..2]); // less than a page: nothing to release
+        assert_eq!(sum(BLOB), before.0);
+    }
 }
