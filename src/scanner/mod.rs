@@ -512,7 +512,12 @@ impl Scanner {
             );
         }
 
-        if settle && !pii.is_empty() && needs_rescan(text.as_bytes(), rules, cands, &pii) {
+        // The name gazetteer's vetoes read neighbours too (a house number after a name); named
+        // PII is asked for by `inspect` only, so it settles whenever it found anything.
+        if settle
+            && !pii.is_empty()
+            && (want_pii && opts.named_pii || needs_rescan(text.as_bytes(), rules, cands, &pii))
+        {
             self.settle_pii(scratch, text, opts, &mut pii);
         }
 
