@@ -123,6 +123,8 @@ pub fn load_config(args_config: Option<&Path>, overrides: &Overrides) -> Result<
 pub const TEMPLATE: &str = include_str!("config_template.jsonc");
 
 pub fn main() -> i32 {
+    crate::runtime::disable_transparent_huge_pages();
+    crate::runtime::tune_allocator();
     let args = Args::parse();
     crate::log::set_debug(args.debug);
     let overrides = Overrides {
