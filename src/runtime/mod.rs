@@ -276,9 +276,9 @@ pub fn return_free_memory() {
 
 /// Keeps this process off transparent huge pages (`prctl(PR_SET_THP_DISABLE)`), unless the
 /// environment sets `TIERFLOW_THP=1`. mimalloc marks its arenas `MADV_HUGEPAGE`, so on hosts with
-/// THP in `madvise` mode (the Debian default) every 2 MiB region it touches becomes resident in
-/// full: with everything on, idle RSS was ~80 MB of which ~35 MB were huge pages; without them
-/// ~61 MB (measured side by side, see README). Called first thing in `cli::main`, before the model
+/// THP in `madvise` mode (as on the build host; `always` does the same to any region) every 2 MiB
+/// region it touches becomes resident in full: with everything on, idle RSS was ~80 MB of which
+/// ~35 MB were huge pages; without them 61–64 MB (measured side by side, see README). Called first thing in `cli::main`, before the model
 /// and pattern databases are loaded; the setting is inherited by every thread. Returns whether THP
 /// is now off for this process. Allowed by the unit's `SystemCallFilter` (`@process`).
 pub fn disable_transparent_huge_pages() -> bool {
